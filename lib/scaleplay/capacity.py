@@ -1,0 +1,168 @@
+"""From users to GPUs: the back-of-the-envelope chain every scaling plan starts with.
+
+daily active users x requests per user per day -> requests per day -> mean requests per second ->
+peak requests per second (x a peak-to-mean factor) -> requests in flight at the peak (Little's law,
+L = lambda W) -> replicas, each holding ``slots_per_replica`` requests at once (its batch), sized so
+the peak keeps them at ``target_utilization`` -> Erlang C's chance of waiting and mean wait for that
+fleet -> the monthly GPU bill when the fleet is provisioned for the peak all month. Beside the
+fixed-utilization rule it sizes the fleet by Erlang C for a target chance of waiting, which is where
+square-root staffing shows: the bigger the fleet, the hotter it can run.
+
+Each replica is modelled as ``slots_per_replica`` servers of an M/M/c queue whose service time is the
+request's time on the model, so ``slots_per_replica / service_s`` is a replica's throughput. That is
+the coarse model of this first step; the simulator refines it (batches, bursts, classes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from . import queueing
+from ._validate import check_int, check_positive, check_probability
+
+__all__ = [
+    "EnvelopeInputs",
+    "envelope",
+    "fleet_at_load",
+    "envelope_table",
+    "staffing_table",
+    "SECONDS_PER_DAY",
+    "HOURS_PER_MONTH",
+]
+
+SECONDS_PER_DAY = 86_400.0
+#: 365 days x 24 h / 12 months: the hours a cloud bill counts in an average month.
+HOURS_PER_MONTH = 730.0
+
+
+@dataclass(frozen=True)
+class EnvelopeInputs:
+    """The assumptions of the envelope, one per link of the chain."""
+
+    requests_per_user_per_day: float = 10.0
+    peak_to_mean: float = 3.0
+    service_s: float = 2.0
+    slots_per_replica: int = 16
+    target_utilization: float = 0.7
+    gpus_per_replica: int = 1
+    gpu_hour_usd: float = 3.0
+    wait_probability_target: float = 0.05
+
+    def __post_init__(self) -> None:
+        check_positive("requests_per_user_per_day", self.requests_per_user_per_day)
+        check_positive("service_s", self.service_s)
+        check_positive("gpu_hour_usd", self.gpu_hour_usd)
+        if check_positive("peak_to_mean", self.peak_to_mean) < 1:
+            raise ValueError(
+                f"peak_to_mean must be >= 1 (the peak is at least the mean), got {self.peak_to_mean!r}"
+            )
+        check_int("slots_per_replica", self.slots_per_replica, minimum=1)
+        check_int("gpus_per_replica", self.gpus_per_replica, minimum=1)
+        check_probability("target_utilization", self.target_utilization, open_low=True, open_high=True)
+        check_probability(
+            "wait_probability_target", self.wait_probability_target, open_low=True, open_high=True
+        )
+
+    @property
+    def replica_throughput_per_s(self) -> float:
+        """Requests per second one replica completes when all its slots are busy."""
+        return self.slots_per_replica / self.service_s
+
+
+def fleet_at_load(
+    replicas: int, peak_rps: float, inputs: EnvelopeInputs = EnvelopeInputs()
+) -> dict[str, float]:
+    """What a fleet of ``replicas`` does at ``peak_rps``: utilization and Erlang C waits.
+
+    A fleet loaded past its capacity has no steady state: ``stable`` is 0 and the waits are infinite
+    (the queue grows for as long as the peak lasts).
+    """
+    replicas = check_int("replicas", replicas, minimum=1)
+    peak_rps = check_positive("peak_rps", peak_rps)
+    servers = replicas * inputs.slots_per_replica
+    in_flight = queueing.littles_law_in_system(peak_rps, inputs.service_s)
+    out = {"utilization_at_peak": in_flight / servers, "stable": float(in_flight < servers)}
+    if in_flight >= servers:
+        return out | {"p_wait": 1.0, "mean_wait_s": math.inf, "p99_wait_s": math.inf}
+    service_rate = 1.0 / inputs.service_s
+    return out | {
+        "p_wait": queueing.erlang_c(servers, in_flight),
+        "mean_wait_s": queueing.mmc_mean_wait_s(peak_rps, service_rate, servers),
+        "p99_wait_s": queueing.mmc_wait_quantile_s(peak_rps, service_rate, servers, 0.99),
+    }
+
+
+def envelope(daily_active_users: float, inputs: EnvelopeInputs = EnvelopeInputs()) -> dict[str, float]:
+    """Every link of the chain for one user count, as a flat dict with units in the keys."""
+    users = check_positive("daily_active_users", daily_active_users)
+    if not isinstance(inputs, EnvelopeInputs):
+        raise TypeError(f"inputs must be EnvelopeInputs, got {type(inputs).__name__}")
+    requests_per_day = users * inputs.requests_per_user_per_day
+    mean_rps = requests_per_day / SECONDS_PER_DAY
+    peak_rps = mean_rps * inputs.peak_to_mean
+    in_flight = queueing.littles_law_in_system(peak_rps, inputs.service_s)
+    replicas = max(1, math.ceil(in_flight / (inputs.slots_per_replica * inputs.target_utilization)))
+    gpus = replicas * inputs.gpus_per_replica
+    # Erlang C sizing instead of a fixed utilization: fewest replicas meeting the P(wait) target.
+    servers_at_target = queueing.min_servers_for_wait_probability(in_flight, inputs.wait_probability_target)
+    replicas_at_target = max(1, math.ceil(servers_at_target / inputs.slots_per_replica))
+    monthly_usd = gpus * inputs.gpu_hour_usd * HOURS_PER_MONTH
+    requests_per_month = requests_per_day * HOURS_PER_MONTH / 24.0
+    fleet = fleet_at_load(replicas, peak_rps, inputs)
+    return {
+        "users": users,
+        "requests_per_day": requests_per_day,
+        "mean_rps": mean_rps,
+        "peak_rps": peak_rps,
+        "in_flight_at_peak": in_flight,
+        "replicas": replicas,
+        "gpus": gpus,
+        "utilization_at_peak": fleet["utilization_at_peak"],
+        "p_wait": fleet["p_wait"],
+        "mean_wait_s": fleet["mean_wait_s"],
+        "p99_wait_s": fleet["p99_wait_s"],
+        "monthly_gpu_usd": monthly_usd,
+        "usd_per_1k_requests": monthly_usd / requests_per_month * 1000.0,
+        "replicas_at_wait_target": replicas_at_target,
+        "utilization_at_wait_target": in_flight / (replicas_at_target * inputs.slots_per_replica),
+    }
+
+
+def envelope_table(users: Iterable[float], inputs: EnvelopeInputs = EnvelopeInputs()) -> pd.DataFrame:
+    """``envelope`` for several user counts, one row each, indexed by users."""
+    rows = [envelope(u, inputs) for u in users]
+    if not rows:
+        raise ValueError("users must hold at least one user count")
+    frame = pd.DataFrame(rows).set_index("users")
+    return frame.astype({"replicas": "int64", "gpus": "int64", "replicas_at_wait_target": "int64"})
+
+
+def staffing_table(offered_loads: Iterable[float], wait_probability: float) -> pd.DataFrame:
+    """Square-root staffing in numbers: the servers Erlang C needs for P(wait) <= ``wait_probability``.
+
+    Columns: ``servers`` (exact, from Erlang C), ``headroom`` (servers - load), ``headroom_per_sqrt_load``
+    (compare with the Halfin-Whitt ``beta``), ``utilization`` and ``sqrt_staffing_servers``, the
+    a + beta sqrt(a) rule with that beta.
+    """
+    beta = queueing.halfin_whitt_beta(wait_probability)
+    rows = []
+    for load in offered_loads:
+        load = check_positive("offered_load", load)
+        servers = queueing.min_servers_for_wait_probability(load, wait_probability)
+        rows.append(
+            {
+                "offered_load": load,
+                "servers": servers,
+                "headroom": servers - load,
+                "headroom_per_sqrt_load": (servers - load) / math.sqrt(load),
+                "utilization": load / servers,
+                "sqrt_staffing_servers": queueing.square_root_staffing(load, beta),
+            }
+        )
+    if not rows:
+        raise ValueError("offered_loads must hold at least one load")
+    return pd.DataFrame(rows).set_index("offered_load")

@@ -1,0 +1,90 @@
+"""The users-to-GPUs chain, checked by hand on round numbers."""
+
+import math
+
+import pytest
+
+from scaleplay import queueing
+from scaleplay.capacity import (
+    HOURS_PER_MONTH,
+    EnvelopeInputs,
+    envelope,
+    envelope_table,
+    fleet_at_load,
+    staffing_table,
+)
+
+
+def test_envelope_by_hand():
+    inputs = EnvelopeInputs(
+        requests_per_user_per_day=8.64,  # 86,400 users x 8.64 / 86,400 s = 8.64 req/s mean
+        peak_to_mean=2.5,
+        service_s=2.0,
+        slots_per_replica=10,
+        target_utilization=0.5,
+        gpus_per_replica=2,
+        gpu_hour_usd=4.0,
+    )
+    row = envelope(86_400, inputs)
+    assert row["mean_rps"] == pytest.approx(8.64)
+    assert row["peak_rps"] == pytest.approx(21.6)
+    assert row["in_flight_at_peak"] == pytest.approx(43.2)
+    assert row["replicas"] == 9  # ceil(43.2 / (10 x 0.5))
+    assert row["gpus"] == 18
+    assert row["utilization_at_peak"] == pytest.approx(43.2 / 90)
+    assert row["p_wait"] == pytest.approx(queueing.erlang_c(90, 43.2))
+    assert row["monthly_gpu_usd"] == pytest.approx(18 * 4.0 * HOURS_PER_MONTH)
+    requests_per_month = 86_400 * 8.64 * HOURS_PER_MONTH / 24
+    assert row["usd_per_1k_requests"] == pytest.approx(row["monthly_gpu_usd"] / requests_per_month * 1000)
+    servers = queueing.min_servers_for_wait_probability(43.2, inputs.wait_probability_target)
+    assert row["replicas_at_wait_target"] == math.ceil(servers / 10)
+
+
+def test_table_grows_with_users_and_big_fleets_run_hotter():
+    table = envelope_table([1e4, 1e5, 1e6, 1e7])
+    assert list(table.index) == [1e4, 1e5, 1e6, 1e7]
+    assert table["replicas"].is_monotonic_increasing
+    assert table["utilization_at_wait_target"].is_monotonic_increasing
+    assert (table["replicas_at_wait_target"] <= table["replicas"]).all()
+
+
+def test_staffing_table_headroom_per_sqrt_load_settles_at_beta():
+    table = staffing_table([100.0, 1000.0, 10000.0], 0.2)
+    beta = queueing.halfin_whitt_beta(0.2)
+    assert table["headroom_per_sqrt_load"].to_numpy() == pytest.approx([beta] * 3, rel=0.1)
+    assert table["utilization"].is_monotonic_increasing
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"peak_to_mean": 0.5}, "peak_to_mean"),
+        ({"service_s": 0.0}, "service_s"),
+        ({"slots_per_replica": 0}, "slots_per_replica"),
+        ({"target_utilization": 1.0}, "target_utilization"),
+        ({"requests_per_user_per_day": float("nan")}, "requests_per_user_per_day"),
+        ({"wait_probability_target": 0.0}, "wait_probability_target"),
+    ],
+)
+def test_bad_inputs(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        EnvelopeInputs(**kwargs)
+
+
+def test_bad_users():
+    with pytest.raises(ValueError, match="daily_active_users"):
+        envelope(0)
+    with pytest.raises(ValueError, match="users"):
+        envelope_table([])
+
+
+def test_fleet_at_load_flags_an_overloaded_fleet():
+    inputs = EnvelopeInputs(service_s=2.0, slots_per_replica=10)
+    fine = fleet_at_load(3, 10.0, inputs)  # 20 in flight on 30 slots
+    assert fine["stable"] == 1.0
+    assert fine["utilization_at_peak"] == pytest.approx(20 / 30)
+    over = fleet_at_load(3, 15.0, inputs)  # 30 in flight on 30 slots: no steady state
+    assert over["stable"] == 0.0
+    assert over["mean_wait_s"] == math.inf
+    with pytest.raises(ValueError, match="replicas"):
+        fleet_at_load(0, 1.0, inputs)

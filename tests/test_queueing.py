@@ -1,0 +1,105 @@
+"""The analytic formulas against published values and against each other."""
+
+import math
+
+import pytest
+
+from scaleplay import queueing as q
+
+
+def test_erlang_c_published_example():
+    # c = 4, lambda = 3, mu = 1 (Gross & Harris; Kleinrock)
+    assert q.erlang_c(4, 3.0) == pytest.approx(0.509434, abs=5e-7)
+    assert q.mmc_mean_queue_length(3.0, 1.0, 4) == pytest.approx(1.528302, abs=5e-7)
+    assert q.mmc_mean_wait_s(3.0, 1.0, 4) == pytest.approx(1.528302 / 3.0, abs=5e-7)
+
+
+def test_erlang_b_published_example():
+    # A classic telephony table value: 10 Erlangs on 10 trunks blocks 21.46 %.
+    assert q.erlang_b(10, 10.0) == pytest.approx(0.214582, abs=5e-7)
+
+
+def test_single_server_reduces_to_mm1():
+    lam, mu = 0.8, 1.0
+    assert q.erlang_c(1, lam / mu) == pytest.approx(lam / mu)
+    assert q.mmc_mean_wait_s(lam, mu, 1) == pytest.approx(lam / (mu * (mu - lam)))
+
+
+def test_pollaczek_khinchine_md1_is_half_of_mm1():
+    lam, service_s = 0.9, 1.0
+    assert q.md1_mean_wait_s(lam, service_s) == pytest.approx(q.mmc_mean_wait_s(lam, 1.0, 1) / 2)
+    assert q.mg1_mean_wait_s(lam, service_s, 1.0) == pytest.approx(q.mmc_mean_wait_s(lam, 1.0, 1))
+
+
+def test_wait_tail_and_quantile_are_inverse():
+    lam, mu, c = 30.0, 1.0, 34
+    for quantile in (0.9, 0.99, 0.999):
+        t = q.mmc_wait_quantile_s(lam, mu, c, quantile)
+        assert t > 0
+        assert q.mmc_wait_tail(lam, mu, c, t) == pytest.approx(1 - quantile)
+    assert q.mmc_wait_tail(lam, mu, c, 0.0) == pytest.approx(q.erlang_c(c, lam / mu))
+
+
+def test_wait_quantile_is_zero_when_most_requests_never_wait():
+    assert q.erlang_c(10, 3.0) < 0.01
+    assert q.mmc_wait_quantile_s(3.0, 1.0, 10, 0.99) == 0.0
+
+
+def test_littles_law():
+    assert q.littles_law_in_system(100.0, 0.25) == pytest.approx(25.0)
+
+
+def test_bulk_service_published_value():
+    assert q.bulk_service_mean_in_system(3.0, 1.0, 4) == pytest.approx(7.94, abs=0.005)
+
+
+def test_bulk_service_with_batch_one_is_mm1():
+    lam, mu = 0.7, 1.0
+    rho = lam / mu
+    assert q.bulk_service_mean_in_system(lam, mu, 1) == pytest.approx(rho / (1 - rho), rel=1e-9)
+
+
+def test_square_root_staffing_matches_erlang_c_at_scale():
+    beta = q.halfin_whitt_beta(0.2)
+    for load in (100.0, 1000.0, 10000.0):
+        exact = q.min_servers_for_wait_probability(load, 0.2)
+        assert abs(q.square_root_staffing(load, beta) - exact) <= 1
+        # headroom grows like sqrt(load): its ratio to sqrt(load) stays near beta
+        assert (exact - load) / math.sqrt(load) == pytest.approx(beta, rel=0.1)
+
+
+def test_min_servers_is_the_fewest():
+    for load in (0.5, 3.0, 47.3, 800.0):
+        c = q.min_servers_for_wait_probability(load, 0.1)
+        assert q.erlang_c(c, load) <= 0.1
+        if c - 1 > load:
+            assert q.erlang_c(c - 1, load) > 0.1
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda: q.erlang_c(4, 4.0), "unstable"),
+        (lambda: q.erlang_c(4, 5.0), "unstable"),
+        (lambda: q.mmc_mean_wait_s(4.0, 1.0, 4), "unstable"),
+        (lambda: q.erlang_c(0, 0.5), "servers"),
+        (lambda: q.erlang_b(-1, 0.5), "servers"),
+        (lambda: q.mmc_mean_wait_s(-1.0, 1.0, 4), "arrival_rate_per_s"),
+        (lambda: q.mmc_mean_wait_s(1.0, 0.0, 4), "service_rate_per_s"),
+        (lambda: q.mmc_mean_wait_s(float("nan"), 1.0, 4), "arrival_rate_per_s"),
+        (lambda: q.erlang_c(4, float("nan")), "offered_load"),
+        (lambda: q.mmc_wait_quantile_s(1.0, 1.0, 4, 1.0), "quantile"),
+        (lambda: q.md1_mean_wait_s(1.0, 1.0), "unstable"),
+        (lambda: q.bulk_service_mean_in_system(4.0, 1.0, 4), "unstable"),
+        (lambda: q.halfin_whitt_beta(0.0), "wait_probability"),
+        (lambda: q.square_root_staffing(10.0, -1.0), "beta"),
+    ],
+)
+def test_bad_input_names_the_problem(call, needle):
+    with pytest.raises(ValueError, match=needle):
+        call()
+
+
+def test_non_integer_servers_is_a_type_error():
+    with pytest.raises(TypeError, match="servers"):
+        q.erlang_c(4.5, 1.0)
