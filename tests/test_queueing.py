@@ -50,13 +50,18 @@ def test_littles_law():
 
 
 def test_bulk_service_published_value():
-    assert q.bulk_service_mean_in_system(3.0, 1.0, 4) == pytest.approx(7.94, abs=0.005)
+    # Gross & Harris's late-entry model; the batcher's own variant is checked against its Markov chain
+    # in test_validation.py.
+    assert q.bulk_service_mean_in_system(3.0, 1.0, 4, late_entry=True) == pytest.approx(7.94, abs=0.005)
+    assert q.bulk_service_mean_in_system(3.0, 1.0, 4) == pytest.approx(10.657, abs=1e-3)
 
 
-def test_bulk_service_with_batch_one_is_mm1():
+@pytest.mark.parametrize("late_entry", [False, True])
+def test_bulk_service_with_batch_one_is_mm1(late_entry):
     lam, mu = 0.7, 1.0
     rho = lam / mu
-    assert q.bulk_service_mean_in_system(lam, mu, 1) == pytest.approx(rho / (1 - rho), rel=1e-9)
+    got = q.bulk_service_mean_in_system(lam, mu, 1, late_entry=late_entry)
+    assert got == pytest.approx(rho / (1 - rho), rel=1e-9)
 
 
 def test_square_root_staffing_matches_erlang_c_at_scale():

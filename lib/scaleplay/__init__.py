@@ -1,15 +1,61 @@
 """scaleplay: the simulation library behind the Scaling AI Playbooks.
 
-Modules, in the order data flows through them (see ``lib/README.md``):
+Modules, in the order data flows through them (``lib/README.md`` draws the map):
 
-- ``queueing``: analytic formulas (Little's law, Erlang B/C, M/M/c waits, bulk service).
+- ``workload`` and ``trace``: users and traffic shapes, or a recorded trace, become an arrivals table.
+- ``profiles``: how long a batch takes on a replica (affine, roofline from hardware specs, measured).
+- ``simulator``: the simpy model of the platform (gateway, feature fetch, batching replicas) that
+  turns arrivals into a RequestLog and a Timeline.
+- ``metrics``: percentiles, goodput, the latency waterfall, utilization, confidence intervals.
+- ``queueing`` and ``fastpath``: the analytic formulas and the vectorized FIFO recursions that the
+  simulator is checked against, and that screen designs quickly.
 - ``capacity``: the back-of-the-envelope chain from users to replicas and dollars.
-- ``rng``: named, independent random streams from one seed.
-- ``schema``: the documented columns of every table the library returns.
+- ``rng``, ``schema``, ``backend``, ``report``: named random streams, the tables' columns, the array
+  backend for GPU kernels, and helpers for the book's chapters.
 """
 
+from .capacity import EnvelopeInputs, envelope, envelope_table
+from .fastpath import fifo_waits_s, mmc_replications
+from .metrics import latency_percentiles, stage_breakdown, summarize
+from .profiles import AffineServiceTime, RandomServiceTime, RooflineServiceTime, TabulatedServiceTime
 from .rng import seed_sequence, stream
+from .simulator import (
+    BatcherConfig,
+    GatewayConfig,
+    IngestionConfig,
+    PlatformConfig,
+    PoolConfig,
+    SimulationResult,
+    simulate,
+)
+from .trace import load_trace
+from .workload import generate_arrivals
 
 __version__ = "0.1.0"
 
-__all__ = ["seed_sequence", "stream", "__version__"]
+__all__ = [
+    "AffineServiceTime",
+    "BatcherConfig",
+    "EnvelopeInputs",
+    "GatewayConfig",
+    "IngestionConfig",
+    "PlatformConfig",
+    "PoolConfig",
+    "RandomServiceTime",
+    "RooflineServiceTime",
+    "SimulationResult",
+    "TabulatedServiceTime",
+    "envelope",
+    "envelope_table",
+    "fifo_waits_s",
+    "generate_arrivals",
+    "latency_percentiles",
+    "load_trace",
+    "mmc_replications",
+    "seed_sequence",
+    "simulate",
+    "stage_breakdown",
+    "stream",
+    "summarize",
+    "__version__",
+]

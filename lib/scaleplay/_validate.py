@@ -58,8 +58,9 @@ def check_probability(name: str, value: object, *, open_low: bool = False, open_
 
 def check_int(name: str, value: object, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """An integer (bools refused) within optional bounds, inclusive."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if type(value) is not int:  # the common case skips the slow ABC check (this runs per batch)
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     out = int(value)
     if minimum is not None and out < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")

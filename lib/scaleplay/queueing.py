@@ -146,14 +146,24 @@ def md1_mean_wait_s(arrival_rate_per_s: float, service_s: float) -> float:
     return mg1_mean_wait_s(arrival_rate_per_s, service_s, 0.0)
 
 
-def bulk_service_mean_in_system(arrival_rate_per_s: float, batch_rate_per_s: float, max_batch: int) -> float:
-    """M/M^[b]/1: one server takes up to ``max_batch`` waiting requests per batch, exponential batch time.
+def bulk_service_mean_in_system(
+    arrival_rate_per_s: float, batch_rate_per_s: float, max_batch: int, *, late_entry: bool = False
+) -> float:
+    """M/M^[b]/1: one server serves batches of up to ``max_batch`` requests, exponential batch time.
 
-    The number in system is geometric, p_n = (1 - r) r^n, where r is the root in (0, 1) of
-    mu z^(b+1) - (lambda + mu) z + lambda = 0 (Gross & Harris, bulk service); so L = r / (1 - r).
-    Stable while lambda < b mu. Example from the validation suite: lambda = 3, mu = 1, b = 4 gives 7.94.
+    Both variants share r, the root in (0, 1) of mu z^(b+1) - (lambda + mu) z + lambda = 0, and are
+    stable while lambda < b mu.
+
+    - ``late_entry=False`` (the replica's dynamic batcher): a free server takes up to b *waiting*
+      requests and nobody joins a running batch. With states "idle" and "busy with n waiting", the busy
+      probabilities are P_n = C r^n with C = 1 / (1 / (1 - r) + mu / lambda), so
+      L = C r / (1 - r)^2 + lambda / mu (the waiting line plus one batch time per request).
+    - ``late_entry=True`` (the textbook model, Gross & Harris): arrivals may join a running batch that
+      has room, and the number in system is geometric, L = r / (1 - r).
 
     >>> round(bulk_service_mean_in_system(3.0, 1.0, 4), 2)
+    10.66
+    >>> round(bulk_service_mean_in_system(3.0, 1.0, 4, late_entry=True), 2)
     7.94
     """
     lam = check_positive("arrival_rate_per_s", arrival_rate_per_s)
@@ -177,7 +187,10 @@ def bulk_service_mean_in_system(arrival_rate_per_s: float, batch_rate_per_s: flo
         else:
             high = mid
     r = 0.5 * (low + high)
-    return r / (1.0 - r)
+    if late_entry:
+        return r / (1.0 - r)
+    busy_scale = 1.0 / (1.0 / (1.0 - r) + mu / lam)
+    return busy_scale * r / (1.0 - r) ** 2 + lam / mu
 
 
 def _normal_pdf(x: float) -> float:

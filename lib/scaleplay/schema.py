@@ -46,15 +46,15 @@ REQUEST_LOG_COLUMNS: dict[str, tuple[str, str]] = {
     "priority": ("int64", "from the arrivals table"),
     "tokens_in": ("int64", "from the arrivals table"),
     "tokens_out": ("int64", "from the arrivals table"),
-    "arrived_s": ("float64", "reached the gateway"),
-    "admitted_s": ("float64", "admitted by the gateway (NaN if rejected)"),
+    "arrived_s": ("float64", "reached the gateway (the arrivals' t_s: the inbound hop is folded in)"),
+    "admitted_s": ("float64", "admitted by the gateway, at once: equals arrived_s (NaN if rejected)"),
     "features_ready_s": ("float64", "ingestion done: features fetched or read from cache"),
     "model_start_s": ("float64", "its batch started on a replica"),
     "model_end_s": ("float64", "its batch finished"),
-    "responded_s": ("float64", "response back at the client (after the network hop)"),
+    "responded_s": ("float64", "model_end_s + the network hop back to the client (NaN unless completed)"),
     "replica": ("int64", "replica that served it (-1 if none)"),
     "batch_size": ("int64", "size of the batch it was served in (0 if none)"),
-    "outcome": ("object", "one of OUTCOMES"),
+    "outcome": ("object", "one of OUTCOMES; completed means the response arrived by the horizon"),
     "reject_reason": ("object", "one of REJECT_REASONS"),
     "latency_s": ("float64", "responded_s - arrived_s (NaN unless completed)"),
 }
@@ -62,7 +62,7 @@ REQUEST_LOG_COLUMNS: dict[str, tuple[str, str]] = {
 #: Platform state on a regular time grid; counts are per interval, levels are time averages.
 TIMELINE_COLUMNS: dict[str, tuple[str, str]] = {
     "t_s": ("float64", "start of the interval"),
-    "queue_length": ("float64", "time-average number of requests waiting for a replica"),
+    "queue_length": ("float64", "time-average number of requests in a line: features ready, no replica yet"),
     "busy_replicas": ("float64", "time-average number of replicas running a batch"),
     "replicas": ("float64", "time-average number of replicas provisioned"),
     "mean_batch_size": ("float64", "mean size of the batches started in the interval (NaN if none)"),

@@ -1,0 +1,480 @@
+"""Service-time curves: how long one batch takes on one replica.
+
+A ``ServiceTime`` answers ``batch_time_s(batch_size, tokens_in, tokens_out, rng)``: the seconds a
+replica is busy with a batch of ``batch_size`` requests holding ``tokens_in`` prompt tokens in all and
+needing ``tokens_out`` decode steps (the longest output in the batch). Deterministic curves ignore
+``rng``; ``RandomServiceTime`` scales any curve by a random factor of mean 1, which is how the
+validation runs get exponential (M/M/c) or deterministic (M/D/1) service.
+
+Two more curves, interchangeable with the first two:
+
+- ``RooflineServiceTime``: from a ``Hardware`` and a ``ModelSpec`` (loaded by name with
+  ``load_hardware`` / ``load_model`` from ``data/hardware.csv`` and ``data/models.csv``): prefill
+  bound by compute, each decode step bound by the larger of memory traffic and compute.
+- ``TabulatedServiceTime``: measured seconds per batch (or per decode step) at a few batch sizes,
+  interpolated linearly.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from importlib import resources
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ._validate import check_in, check_int, check_non_negative, check_positive
+
+__all__ = [
+    "ServiceTime",
+    "AffineServiceTime",
+    "RandomServiceTime",
+    "Hardware",
+    "ModelSpec",
+    "DTYPE_BYTES",
+    "load_hardware",
+    "load_model",
+    "hardware_names",
+    "model_names",
+    "RooflineServiceTime",
+    "TabulatedServiceTime",
+]
+
+
+@runtime_checkable
+class ServiceTime(Protocol):
+    """Seconds one replica needs for one batch."""
+
+    def batch_time_s(
+        self, batch_size: int, tokens_in: int, tokens_out: int, rng: np.random.Generator
+    ) -> float: ...
+
+
+@dataclass(frozen=True)
+class AffineServiceTime:
+    """``fixed_s + per_item_s * B + per_token_in_s * tokens_in + per_token_out_s * tokens_out``.
+
+    >>> AffineServiceTime(fixed_s=0.02, per_item_s=0.005).batch_time_s(4, 0, 0, None)
+    0.04
+    """
+
+    fixed_s: float = 0.0
+    per_item_s: float = 0.0
+    per_token_in_s: float = 0.0
+    per_token_out_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("fixed_s", "per_item_s", "per_token_in_s", "per_token_out_s"):
+            object.__setattr__(self, name, check_non_negative(name, getattr(self, name)))
+        if self.fixed_s + self.per_item_s + self.per_token_in_s + self.per_token_out_s == 0:
+            raise ValueError("AffineServiceTime needs at least one coefficient > 0; all are 0")
+
+    def batch_time_s(
+        self, batch_size: int, tokens_in: int, tokens_out: int, rng: np.random.Generator | None = None
+    ) -> float:
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        return (
+            self.fixed_s
+            + self.per_item_s * batch_size
+            + self.per_token_in_s * tokens_in
+            + self.per_token_out_s * tokens_out
+        )
+
+
+@dataclass(frozen=True)
+class RandomServiceTime:
+    """A curve times a random factor of mean 1: ``exponential`` or ``deterministic`` (factor 1)."""
+
+    base: ServiceTime
+    distribution: str = "exponential"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base, ServiceTime):
+            raise TypeError(f"base must be a ServiceTime, got {type(self.base).__name__}")
+        check_in("distribution", self.distribution, ("exponential", "deterministic"))
+
+    def batch_time_s(
+        self, batch_size: int, tokens_in: int, tokens_out: int, rng: np.random.Generator
+    ) -> float:
+        mean_s = self.base.batch_time_s(batch_size, tokens_in, tokens_out, rng)
+        if self.distribution == "deterministic":
+            return mean_s
+        return float(rng.exponential(mean_s))
+
+
+# --------------------------------------------------------------------------------------------------
+# Hardware and model specs
+# --------------------------------------------------------------------------------------------------
+
+#: Bytes per stored number for the dtypes ``load_model`` and ``ModelSpec`` accept.
+DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """One accelerator: the two roofline numbers and its memory (prices live elsewhere).
+
+    ``peak_flops_per_s`` is the dense (no 2:4 sparsity) BF16 tensor-core peak of the datasheet;
+    ``memory_bandwidth_bytes_per_s`` the datasheet memory bandwidth; ``memory_bytes`` the memory
+    as the datasheet states it (decimal GB x 1e9). ``source``/``source_date`` say where the numbers
+    come from and when they were taken.
+    """
+
+    name: str
+    memory_bandwidth_bytes_per_s: float
+    peak_flops_per_s: float
+    memory_bytes: float
+    source: str = ""
+    source_date: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Hardware name must be a non-empty string, got {self.name!r}")
+        for field in ("memory_bandwidth_bytes_per_s", "peak_flops_per_s", "memory_bytes"):
+            object.__setattr__(self, field, check_positive(field, getattr(self, field)))
+
+    @property
+    def ridge_flops_per_byte(self) -> float:
+        """Arithmetic intensity (FLOP per byte) above which a kernel is compute-bound."""
+        return self.peak_flops_per_s / self.memory_bandwidth_bytes_per_s
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer, as far as the roofline needs it.
+
+    ``bytes_per_parameter`` is the weight storage (2 for bf16, 1 for int8/fp8 weights);
+    ``kv_bytes_per_element`` the KV-cache storage (2 for a bf16 cache). One token of context holds
+    ``2 (K and V) x layers x kv_heads x head_dim x kv_bytes_per_element`` bytes of KV cache.
+    """
+
+    name: str
+    parameters: float
+    bytes_per_parameter: float
+    layers: int
+    kv_heads: int
+    head_dim: int
+    kv_bytes_per_element: float = 2.0
+    source: str = ""
+    source_date: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"ModelSpec name must be a non-empty string, got {self.name!r}")
+        object.__setattr__(self, "parameters", check_positive("parameters", self.parameters))
+        for field in ("bytes_per_parameter", "kv_bytes_per_element"):
+            object.__setattr__(self, field, check_positive(field, getattr(self, field)))
+        for field in ("layers", "kv_heads", "head_dim"):
+            object.__setattr__(self, field, check_int(field, getattr(self, field), minimum=1))
+
+    @property
+    def weight_bytes(self) -> float:
+        """Bytes of weights read once per forward pass."""
+        return self.parameters * self.bytes_per_parameter
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """Bytes of KV cache one token of context occupies (and each decode step reads)."""
+        return 2.0 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes_per_element
+
+
+def _read_table(filename: str) -> dict[str, dict[str, str]]:
+    with resources.files("scaleplay").joinpath("data", filename).open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if not row.get("source") or not row.get("source_date"):
+            raise ValueError(f"{filename}: row {row.get('name')!r} lacks its source or source_date")
+    return {row["name"]: row for row in rows}
+
+
+def hardware_names() -> list[str]:
+    """Names ``load_hardware`` knows (rows of ``data/hardware.csv``)."""
+    return list(_read_table("hardware.csv"))
+
+
+def model_names() -> list[str]:
+    """Names ``load_model`` knows (rows of ``data/models.csv``)."""
+    return list(_read_table("models.csv"))
+
+
+def load_hardware(name: str) -> Hardware:
+    """The ``Hardware`` row called ``name`` in ``data/hardware.csv``.
+
+    >>> load_hardware("H100 SXM").memory_bandwidth_bytes_per_s
+    3350000000000.0
+    """
+    table = _read_table("hardware.csv")
+    if name not in table:
+        raise ValueError(f"unknown hardware {name!r}; known: {', '.join(map(repr, table))}")
+    row = table[name]
+    return Hardware(
+        name=row["name"],
+        memory_bandwidth_bytes_per_s=float(row["memory_bandwidth_bytes_per_s"]),
+        peak_flops_per_s=float(row["peak_flops_per_s"]),
+        memory_bytes=float(row["memory_bytes"]),
+        source=row["source"],
+        source_date=row["source_date"],
+    )
+
+
+def load_model(name: str, dtype: str = "bf16", *, kv_dtype: str = "bf16") -> ModelSpec:
+    """The ``ModelSpec`` row called ``name`` in ``data/models.csv``, weights stored as ``dtype``.
+
+    ``dtype`` sets ``bytes_per_parameter`` and ``kv_dtype`` the KV cache's bytes per element, both
+    from ``DTYPE_BYTES`` (``"int8"`` weights with a ``"bf16"`` cache is weight-only quantization).
+
+    >>> load_model("Llama-3.1-8B", "int8").weight_bytes
+    8030261248.0
+    """
+    check_in("dtype", dtype, tuple(DTYPE_BYTES))
+    check_in("kv_dtype", kv_dtype, tuple(DTYPE_BYTES))
+    table = _read_table("models.csv")
+    if name not in table:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(map(repr, table))}")
+    row = table[name]
+    return ModelSpec(
+        name=row["name"],
+        parameters=float(row["parameters"]),
+        bytes_per_parameter=DTYPE_BYTES[dtype],
+        layers=int(row["layers"]),
+        kv_heads=int(row["kv_heads"]),
+        head_dim=int(row["head_dim"]),
+        kv_bytes_per_element=DTYPE_BYTES[kv_dtype],
+        source=row["source"],
+        source_date=row["source_date"],
+    )
+
+
+def _check_tokens(tokens_in: object, tokens_out: object) -> tuple[int, int]:
+    return check_int("tokens_in", tokens_in, minimum=0), check_int("tokens_out", tokens_out, minimum=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Roofline
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RooflineServiceTime:
+    """Service time of a batch from the roofline of ``hardware`` running ``model``.
+
+    With ``F = peak_flops_per_s x compute_efficiency x tensor_parallel``,
+    ``BW = memory_bandwidth_bytes_per_s x bandwidth_efficiency x tensor_parallel``, ``P`` the
+    parameters, ``W`` the weight bytes and ``k`` the KV bytes per token:
+
+    - **prefill** of ``n`` prompt tokens (the whole batch's): ``max(2 P n / F, W / BW)`` (compute-bound
+      for any real prompt; never faster than one read of the weights) ``+ overhead_s``;
+    - **decode step** of a batch of ``B`` requests holding ``C`` tokens of context in all:
+      ``max((W + k C) / BW, 2 P B / F) + overhead_s``.
+
+    ``batch_time_s(B, tokens_in, tokens_out)`` is one prefill of ``tokens_in`` tokens and then
+    ``tokens_out`` decode steps of the whole batch (static batching: the batch runs until its
+    longest output is done), the context growing by ``B`` tokens a step from ``tokens_in``. The sum
+    over steps is done in closed form. Attention FLOPs and communication are left out;
+    ``tensor_parallel`` GPUs are assumed to split weights, bandwidth and FLOP/s perfectly.
+
+    The efficiencies (fractions of the datasheet peaks that kernels reach) default to 1, the ideal
+    bound; measured curves (``TabulatedServiceTime``) are the way to the real thing.
+    """
+
+    hardware: Hardware
+    model: ModelSpec
+    overhead_s: float = 0.0
+    compute_efficiency: float = 1.0
+    bandwidth_efficiency: float = 1.0
+    tensor_parallel: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hardware, Hardware):
+            raise TypeError(f"hardware must be a Hardware, got {type(self.hardware).__name__}")
+        if not isinstance(self.model, ModelSpec):
+            raise TypeError(f"model must be a ModelSpec, got {type(self.model).__name__}")
+        object.__setattr__(self, "overhead_s", check_non_negative("overhead_s", self.overhead_s))
+        for field in ("compute_efficiency", "bandwidth_efficiency"):
+            value = check_positive(field, getattr(self, field))
+            if value > 1:
+                raise ValueError(f"{field} must lie in (0, 1], got {value!r}")
+            object.__setattr__(self, field, value)
+        object.__setattr__(
+            self, "tensor_parallel", check_int("tensor_parallel", self.tensor_parallel, minimum=1)
+        )
+        if self.model.weight_bytes >= self.memory_bytes:
+            raise ValueError(
+                f"{self.model.name} needs {self.model.weight_bytes / 1e9:.1f} GB of weights but "
+                f"{self.tensor_parallel} x {self.hardware.name} hold {self.memory_bytes / 1e9:.1f} GB; "
+                "raise tensor_parallel or store the weights in a smaller dtype"
+            )
+
+    # The effective machine (all tensor-parallel GPUs together).
+    @property
+    def flops_per_s(self) -> float:
+        return self.hardware.peak_flops_per_s * self.compute_efficiency * self.tensor_parallel
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float:
+        return self.hardware.memory_bandwidth_bytes_per_s * self.bandwidth_efficiency * self.tensor_parallel
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.hardware.memory_bytes * self.tensor_parallel
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        """Tokens of KV cache that fit in the memory the weights leave free."""
+        return int((self.memory_bytes - self.model.weight_bytes) // self.model.kv_bytes_per_token)
+
+    @property
+    def ridge_batch_size(self) -> float:
+        """Batch size at which a decode step turns compute-bound, KV-cache traffic ignored.
+
+        ``2 P B / F = W / BW`` gives ``B = F x bytes_per_parameter / (2 BW)``: about 295 for bf16
+        weights on an H100 SXM.
+        """
+        return self.flops_per_s * self.model.bytes_per_parameter / (2.0 * self.bandwidth_bytes_per_s)
+
+    def ridge_batch_size_with_context(self, context_tokens_per_request: float) -> float:
+        """Ridge batch size when each request also reads ``context_tokens_per_request`` of KV cache.
+
+        ``(W + k c B) / BW = 2 P B / F`` gives ``B = (W / BW) / (2 P / F - k c / BW)``; ``inf`` when
+        the KV traffic alone outgrows the compute per request (decode never turns compute-bound).
+        """
+        c = check_non_negative("context_tokens_per_request", context_tokens_per_request)
+        per_request = 2.0 * self.model.parameters / self.flops_per_s - (
+            self.model.kv_bytes_per_token * c / self.bandwidth_bytes_per_s
+        )
+        if per_request <= 0:
+            return math.inf
+        return (self.model.weight_bytes / self.bandwidth_bytes_per_s) / per_request
+
+    def prefill_s(self, tokens_in: int) -> float:
+        """Seconds to prefill ``tokens_in`` prompt tokens (one forward pass), overhead included."""
+        tokens_in = check_int("tokens_in", tokens_in, minimum=0)
+        compute = 2.0 * self.model.parameters * tokens_in / self.flops_per_s
+        memory = self.model.weight_bytes / self.bandwidth_bytes_per_s
+        return max(compute, memory) + self.overhead_s
+
+    def decode_step_s(self, batch_size: int, context_tokens: float) -> float:
+        """Seconds of one decode step of ``batch_size`` requests holding ``context_tokens`` in all.
+
+        ``context_tokens`` is the KV cache the step reads: the sum over the batch of each
+        request's prompt plus the tokens generated so far.
+        """
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        context_tokens = check_non_negative("context_tokens", context_tokens)
+        memory = (
+            self.model.weight_bytes + self.model.kv_bytes_per_token * context_tokens
+        ) / self.bandwidth_bytes_per_s
+        compute = 2.0 * self.model.parameters * batch_size / self.flops_per_s
+        return max(memory, compute) + self.overhead_s
+
+    def batch_time_s(
+        self, batch_size: int, tokens_in: int, tokens_out: int, rng: np.random.Generator | None = None
+    ) -> float:
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        tokens_in, tokens_out = _check_tokens(tokens_in, tokens_out)
+        total = self.prefill_s(tokens_in)
+        steps = tokens_out
+        if steps == 0:
+            return total
+        # Step j (0-based) reads context tokens_in + B j: memory time a + b j against compute c.
+        a = (self.model.weight_bytes + self.model.kv_bytes_per_token * tokens_in) / self.bandwidth_bytes_per_s
+        b = self.model.kv_bytes_per_token * batch_size / self.bandwidth_bytes_per_s
+        c = 2.0 * self.model.parameters * batch_size / self.flops_per_s
+        # The first n_compute steps have a + b j < c (compute-bound), the rest are memory-bound.
+        if a >= c:
+            n_compute = 0
+        elif b == 0:
+            n_compute = steps
+        else:
+            n_compute = min(steps, math.ceil((c - a) / b))
+        n_memory = steps - n_compute
+        j_sum = (n_compute + steps - 1) * n_memory / 2.0  # sum of j over the memory-bound steps
+        return total + n_compute * c + n_memory * a + b * j_sum + steps * self.overhead_s
+
+
+# --------------------------------------------------------------------------------------------------
+# Measured tables
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TabulatedServiceTime:
+    """Measured seconds at a few batch sizes, interpolated.
+
+    ``seconds_per_batch[i]`` is the time of a batch of ``batch_sizes[i]`` requests. Batch sizes
+    must increase strictly and times must not decrease (a larger batch never takes less time; a
+    noisy measurement that breaks this is refused rather than smoothed). Between two points the
+    time is linear in batch size; beyond the last point it continues the line through the last two
+    points (or stays flat if there is one point); between 1 and the first point it stays at the
+    first point's time. A batch size below 1 is an error.
+
+    ``per_decode_step=False`` (the default): the table is the whole batch's time and the token
+    counts are ignored. ``per_decode_step=True``: the table is one decode step's time and a batch
+    takes ``table(B) x tokens_out + prefill_s_per_token x tokens_in``.
+
+    >>> TabulatedServiceTime((1, 8), (0.010, 0.024)).batch_time_s(4, 0, 0, None)
+    0.016
+    """
+
+    batch_sizes: tuple[float, ...]
+    seconds_per_batch: tuple[float, ...]
+    per_decode_step: bool = False
+    prefill_s_per_token: float = 0.0
+
+    def __post_init__(self) -> None:
+        sizes = np.asarray(self.batch_sizes, dtype=float).ravel()
+        times = np.asarray(self.seconds_per_batch, dtype=float).ravel()
+        if sizes.size == 0:
+            raise ValueError("batch_sizes must hold at least one batch size, got none")
+        if sizes.size != times.size:
+            raise ValueError(
+                f"batch_sizes and seconds_per_batch must have the same length, got {sizes.size} and "
+                f"{times.size}"
+            )
+        if not np.all(np.isfinite(sizes)):
+            raise ValueError(f"batch_sizes must be finite numbers, got {sizes.tolist()}")
+        if not np.all(np.isfinite(times)):
+            raise ValueError(f"seconds_per_batch must be finite numbers (no NaN), got {times.tolist()}")
+        if sizes[0] < 1:
+            raise ValueError(f"batch_sizes must be >= 1, got {sizes.tolist()}")
+        if np.any(np.diff(sizes) <= 0):
+            raise ValueError(f"batch_sizes must increase strictly, got {sizes.tolist()}")
+        if np.any(times <= 0):
+            raise ValueError(f"seconds_per_batch must be > 0, got {times.tolist()}")
+        if np.any(np.diff(times) < 0):
+            raise ValueError(
+                f"seconds_per_batch must not decrease as the batch grows, got {times.tolist()} "
+                f"at batch sizes {sizes.tolist()}"
+            )
+        object.__setattr__(self, "batch_sizes", tuple(sizes.tolist()))
+        object.__setattr__(self, "seconds_per_batch", tuple(times.tolist()))
+        if not isinstance(self.per_decode_step, bool):
+            raise TypeError(f"per_decode_step must be a bool, got {self.per_decode_step!r}")
+        object.__setattr__(
+            self, "prefill_s_per_token", check_non_negative("prefill_s_per_token", self.prefill_s_per_token)
+        )
+
+    def table_s(self, batch_size: float | np.ndarray) -> float | np.ndarray:
+        """The interpolated table at ``batch_size`` (scalar or array, each >= 1)."""
+        b = np.asarray(batch_size, dtype=float)
+        if not np.all(np.isfinite(b)) or np.any(b < 1):
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        xs = np.asarray(self.batch_sizes)
+        ys = np.asarray(self.seconds_per_batch)
+        out = np.interp(b, xs, ys)  # flat outside the table
+        if xs.size >= 2:
+            slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+            out = np.where(b > xs[-1], ys[-1] + slope * (b - xs[-1]), out)
+        return float(out) if out.ndim == 0 else out
+
+    def batch_time_s(
+        self, batch_size: int, tokens_in: int, tokens_out: int, rng: np.random.Generator | None = None
+    ) -> float:
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        tokens_in, tokens_out = _check_tokens(tokens_in, tokens_out)
+        per = float(self.table_s(batch_size))
+        if not self.per_decode_step:
+            return per
+        return per * tokens_out + self.prefill_s_per_token * tokens_in
