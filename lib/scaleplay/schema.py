@@ -16,6 +16,8 @@ __all__ = [
     "TIMELINE_COLUMNS",
     "OUTCOMES",
     "REJECT_REASONS",
+    "CONTROL_LOG_COLUMNS",
+    "CONTROL_TIMELINE_COLUMNS",
     "check_columns",
 ]
 
@@ -36,8 +38,9 @@ ARRIVAL_COLUMNS: dict[str, tuple[str, str]] = {
 #: Every request that arrived ends in exactly one of these.
 OUTCOMES: tuple[str, ...] = ("completed", "rejected", "timed_out", "in_flight")
 
-#: Why the gateway refused a request ("" for requests it admitted).
-REJECT_REASONS: tuple[str, ...] = ("", "queue_full", "rate_limited", "shed")
+#: Why the gateway refused a request ("" for requests it admitted). ``"overflow"``: the bounded queue
+#: was full and the request went to the offline tier instead (``SimulationResult.offline``).
+REJECT_REASONS: tuple[str, ...] = ("", "queue_full", "rate_limited", "shed", "overflow")
 
 #: One row per arrived request: the handoff timestamps and the outcome.
 REQUEST_LOG_COLUMNS: dict[str, tuple[str, str]] = {
@@ -59,6 +62,17 @@ REQUEST_LOG_COLUMNS: dict[str, tuple[str, str]] = {
     "latency_s": ("float64", "responded_s - arrived_s (NaN unless completed)"),
 }
 
+#: Extra RequestLog columns, appended after ``REQUEST_LOG_COLUMNS`` only when the platform has a cascade
+#: or a time-box (``scaleplay.controls``). With a cascade, ``model_start_s`` is the start of the first
+#: model's batch and ``model_end_s`` the end of the answering one; ``replica`` and ``batch_size`` are
+#: the answering model's.
+CONTROL_LOG_COLUMNS: dict[str, tuple[str, str]] = {
+    "difficulty": ("float64", "from the arrivals table"),
+    "model": ("object", "what answered a completed request: a pool's name, 'cache' or 'human' ('' if none)"),
+    "escalated_s": ("float64", "the small model passed it on to the large one (NaN if it did not)"),
+    "degraded": ("bool", "answered by a fallback (small model or cache) because its time budget ran short"),
+}
+
 #: Platform state on a regular time grid; counts are per interval, levels are time averages.
 TIMELINE_COLUMNS: dict[str, tuple[str, str]] = {
     "t_s": ("float64", "start of the interval"),
@@ -71,6 +85,11 @@ TIMELINE_COLUMNS: dict[str, tuple[str, str]] = {
     "rejected": ("int64", "requests rejected in the interval"),
     "completed": ("int64", "requests completed in the interval"),
     "timed_out": ("int64", "requests that timed out in the interval"),
+}
+
+#: Extra Timeline columns, appended only when the platform has a surge-mode controller.
+CONTROL_TIMELINE_COLUMNS: dict[str, tuple[str, str]] = {
+    "mode": ("object", "the most severe of controls.MODES in force during the interval"),
 }
 
 

@@ -52,6 +52,20 @@ the time-average number of replicas running at least one batch; both are compute
 log and the record of batches. Counts go to the interval of the event: ``rejected`` at arrival,
 ``completed`` at ``responded_s``, ``timed_out`` at the deadline ``arrived_s + timeout_s``.
 
+Controls (``scaleplay.controls``, each off unless set; their rules are documented there): an
+``AutoscalerConfig`` on a ``PoolConfig`` adds and removes replicas with cold starts, scale-to-zero
+included (the Timeline's ``replicas`` is then the time-average of replicas billed, starting ones
+included, and ``SimulationResult.provisioning`` lists each replica's life); ``PlatformConfig.cascade``
+puts a small model's pool in front of ``pool`` (requests enter the small model's line when their
+features are ready and escalate to ``pool`` when it is not confident); ``timebox`` lets requests
+waiting for ``pool`` fall back to the small model's answer or a cached one; ``modes`` runs the surge
+controller, whose knobs change ``pool``'s batcher and the gateway's queue capacity and shedding;
+``overflow`` sends what the bounded queue turns away to an offline tier (reason ``"overflow"``).
+With a cascade an escalated request waits again in ``pool``'s line: it counts in the backlog again
+(so the gateway's bound holds at admission only), it is exempt from the deadline (it has started),
+and the log's extra columns (``schema.CONTROL_LOG_COLUMNS``) say what answered it. Every request
+still ends ``completed``, ``rejected``, ``timed_out`` or ``in_flight``.
+
 Speed: one simpy process per batch slot and one feeding the arrivals, with plain deques for the lines
 and Python lists indexed by request for the per-request state. Feature fetches are bare timeouts with
 a callback, not processes; deadlines are enforced lazily (a request whose deadline has passed is
@@ -62,6 +76,7 @@ waiting request between two such looks.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -79,10 +94,20 @@ from ._validate import (
     check_positive,
     check_probability,
 )
-from .profiles import ServiceTime
+from .controls import (
+    MODES,
+    AutoscalerConfig,
+    CascadeConfig,
+    ModeControllerConfig,
+    OverflowConfig,
+    TimeBoxConfig,
+)
+from .profiles import RandomServiceTime, ServiceTime
 from .rng import stream
 from .schema import (
     ARRIVAL_COLUMNS,
+    CONTROL_LOG_COLUMNS,
+    CONTROL_TIMELINE_COLUMNS,
     OUTCOMES,
     REJECT_REASONS,
     REQUEST_LOG_COLUMNS,
@@ -100,6 +125,9 @@ __all__ = [
     "SimulationResult",
     "simulate",
 ]
+
+#: Names a pool cannot take: the log's ``model`` column uses them for answers no pool gave.
+_RESERVED_NAMES: tuple[str, ...] = ("cache", "human")
 
 #: How a pool hands requests to its replicas.
 POLICIES: tuple[str, ...] = ("shared_queue", "round_robin", "join_shortest_queue", "power_of_two")
@@ -139,6 +167,8 @@ class PoolConfig:
     service: ServiceTime
     batcher: BatcherConfig = field(default_factory=BatcherConfig)
     policy: str = "shared_queue"
+    name: str = "main"
+    autoscaler: AutoscalerConfig | None = None
 
     def __post_init__(self) -> None:
         _set(self, "replicas", check_int("replicas", self.replicas, minimum=1))
@@ -149,6 +179,25 @@ class PoolConfig:
         if not isinstance(self.batcher, BatcherConfig):
             raise TypeError(f"batcher must be a BatcherConfig, got {type(self.batcher).__name__}")
         check_in("policy", self.policy, POLICIES)
+        if not isinstance(self.name, str) or not self.name or self.name in _RESERVED_NAMES:
+            raise ValueError(
+                f"name must be a non-empty string other than {', '.join(map(repr, _RESERVED_NAMES))}; "
+                f"got {self.name!r}"
+            )
+        scaler = self.autoscaler
+        if scaler is not None:
+            if not isinstance(scaler, AutoscalerConfig):
+                raise TypeError(
+                    f"autoscaler must be an AutoscalerConfig or None, got {type(scaler).__name__}"
+                )
+            if self.policy != "shared_queue":
+                raise ValueError(f"policy must be 'shared_queue' with an autoscaler, got {self.policy!r}")
+            low = max(scaler.min_replicas, 1)
+            if not low <= self.replicas <= scaler.max_replicas:
+                raise ValueError(
+                    f"replicas (the replicas at the start) must lie in [{low}, {scaler.max_replicas}] "
+                    f"with this autoscaler, got {self.replicas!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -206,6 +255,10 @@ class PlatformConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     ingestion: IngestionConfig | None = None
     network_hop_s: float = 0.0
+    cascade: CascadeConfig | None = None
+    timebox: TimeBoxConfig | None = None
+    modes: ModeControllerConfig | None = None
+    overflow: OverflowConfig | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.pool, PoolConfig):
@@ -217,6 +270,34 @@ class PlatformConfig:
                 f"ingestion must be an IngestionConfig or None, got {type(self.ingestion).__name__}"
             )
         _set(self, "network_hop_s", check_non_negative("network_hop_s", self.network_hop_s))
+        for name, kind in (
+            ("cascade", CascadeConfig),
+            ("timebox", TimeBoxConfig),
+            ("modes", ModeControllerConfig),
+            ("overflow", OverflowConfig),
+        ):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(f"{name} must be a {kind.__name__} or None, got {type(value).__name__}")
+        if self.cascade is not None and self.cascade.small.name == self.pool.name:
+            raise ValueError(f"cascade.small.name must differ from pool.name; both are {self.pool.name!r}")
+        if self.overflow is not None and self.gateway.queue_capacity is None:
+            knobs = [] if self.modes is None else [m.knobs.queue_capacity for m in self.modes.levels]
+            if all(k is None for k in knobs):
+                raise ValueError(
+                    "overflow needs a bounded queue: set gateway.queue_capacity (or a mode's queue_capacity)"
+                )
+
+    @property
+    def controlled(self) -> bool:
+        """Whether any control is on (then the run keeps the extra bookkeeping they need)."""
+        return (
+            self.cascade is not None
+            or self.timebox is not None
+            or self.modes is not None
+            or self.overflow is not None
+            or self.pool.autoscaler is not None
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,14 +308,26 @@ class SimulationResult:
     timeline: pd.DataFrame
     horizon_s: float
     config: PlatformConfig
+    #: One row per batch: pool (name), replica, start_s, end_s, size.
+    batches: pd.DataFrame | None = None
+    #: One row per replica life: pool, replica, requested_s, ready_s (NaN if it never served), end_s.
+    provisioning: pd.DataFrame | None = None
+    #: The overflow tier: request_id, queued_s, done_s, delay_s, cost_usd (empty without overflow).
+    offline: pd.DataFrame | None = None
+    #: The surge controller's mode changes: t_s, mode (empty without a controller).
+    modes: pd.DataFrame | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
 # The event loop
 
 # Request states while the model runs; outcomes are read off them at the end.
-_FETCHING, _IN_LINE, _IN_MODEL, _REJECTED, _TIMED_OUT = range(1, 6)
-_QUEUE_FULL, _RATE_LIMITED, _SHED = (REJECT_REASONS.index(r) for r in ("queue_full", "rate_limited", "shed"))
+_FETCHING, _IN_LINE, _IN_MODEL, _REJECTED, _TIMED_OUT, _ANSWERED = range(1, 7)
+_QUEUE_FULL, _RATE_LIMITED, _SHED, _OVERFLOW = (
+    REJECT_REASONS.index(r) for r in ("queue_full", "rate_limited", "shed", "overflow")
+)
+# Replica states under an autoscaler: billed from _STARTING until _OFF, serving only when _READY.
+_OFF, _STARTING, _READY, _DRAINING = range(4)
 # Slack against rounding when a refilled token bucket should hold exactly one token.
 _TOKEN_SLACK = 1e-9
 
@@ -275,15 +368,63 @@ class _Line:
                 event.succeed()
                 return
 
+    def wake_all(self) -> None:
+        """Wake every idle slot so it looks again (after a knob or the replica set changed)."""
+        idle, self.idle_slots = self.idle_slots, deque()
+        for event in idle:
+            if not event.triggered:
+                event.succeed()
+
+
+class _Pool:
+    """One pool while the model runs: its lines, its knobs, and its replicas' states."""
+
+    def __init__(self, index: int, config: PoolConfig, levels: int, line_offset: int, seed: int) -> None:
+        self.index, self.config, self.name = index, config, config.name
+        scaler = config.autoscaler
+        self.scaler = scaler
+        self.size = scaler.max_replicas if scaler is not None else config.replicas  # replicas built
+        self.max_size = config.batcher.max_batch_size
+        self.max_wait_s = config.batcher.max_wait_s
+        self.dispatch = config.policy != "shared_queue" and config.replicas > 1  # a lone replica: no choice
+        self.lines = [_Line(levels) for _ in range(config.replicas if self.dispatch else 1)]
+        self.line_offset = line_offset
+        self.in_service = [0] * self.size
+        self.next_replica = 0
+        self.balancer = stream(seed, "balancer" if index == 0 else f"balancer/{config.name}")
+        self.pairs: list[tuple[int, int]] = []
+        self.after: Callable[[_Pool, int, list[int], float], None] | None = None  # batch-end hook
+        self.timebox = False  # requests joining this pool's line run on a time budget
+        self.last_join_s = 0.0
+        self.last_busy_s = 0.0
+        # Autoscaling: which replicas serve, their states, slots parked until their replica serves,
+        # each replica's current row of the provisioning record, and the batches being measured.
+        self.serving: list[bool] | None = None
+        if scaler is not None:
+            self.serving = [r < config.replicas for r in range(self.size)]
+            self.status = [_READY if r < config.replicas else _OFF for r in range(self.size)]
+            self.parked: list[list[simpy.Event]] = [[] for _ in range(self.size)]
+        self.record = [-1] * self.size
+        self.active = config.replicas  # starting or ready
+        self.last_change_s = 0.0
+        self.open_batches: list[int] = []
+        self.scan_from = 0
+
+    def slot_stream_name(self, r: int) -> str:
+        return f"service/replica-{r}" if self.index == 0 else f"service/{self.name}/replica-{r}"
+
 
 class _Model:
-    """One run: the per-request state (lists indexed by row), the lines, and the simpy processes."""
+    """One run: the per-request state (lists indexed by row), the pools, and the simpy processes."""
 
-    def __init__(self, arrivals: dict[str, np.ndarray], config: PlatformConfig, seed: int) -> None:
-        pool, gateway = config.pool, config.gateway
+    def __init__(
+        self, arrivals: dict[str, np.ndarray], config: PlatformConfig, seed: int, horizon_s: float | None
+    ) -> None:
+        gateway, cascade = config.gateway, config.cascade
         n = len(arrivals["t_s"])
         self.n = n
         self.config = config
+        self.horizon_s = horizon_s
         self.env = simpy.Environment()
         self.t = arrivals["t_s"].tolist()
         levels, rank = np.unique(arrivals["priority"], return_inverse=True)
@@ -292,36 +433,78 @@ class _Model:
         self.tokens_in = arrivals["tokens_in"].tolist()
         self.tokens_out = arrivals["tokens_out"].tolist()
         service_s = arrivals.get("service_s")
-        own_times = service_s is not None and pool.batcher.max_batch_size == 1
+        own_times = service_s is not None and config.pool.batcher.max_batch_size == 1
         self.service_s = service_s.tolist() if own_times else None
         self.fetch_s = (
             config.ingestion.delays_s(n, stream(seed, "ingestion")).tolist() if config.ingestion else None
         )
         self.timeout_s = gateway.timeout_s
+        self.capacity = gateway.queue_capacity  # knobs the surge controller may turn
+        self.shed_from: int | None = None
 
         self.state = [0] * n
         self.reason = [0] * n
         self.ready = [math.nan] * n
         self.line_of = [0] * n
         self.batch_of = [-1] * n
-        self.batches: list[tuple[float, float, int, int]] = []  # (start_s, end_s, replica, size)
+        self.batches: list[tuple[float, float, int, int, int]] = []  # (start_s, end_s, replica, size, pool)
+        self.provisioning: list[list[float]] = []  # [pool, replica, requested_s, ready_s, end_s]
 
         self.backlog = 0  # admitted, not yet started (the gateway's count)
         self.deadlines: deque[int] = deque()  # admitted requests in arrival order = deadline order
-        replicas = pool.replicas
-        self.dispatch = pool.policy != "shared_queue" and replicas > 1  # a lone replica needs no choice
-        self.lines = [_Line(max(len(levels), 1)) for _ in range(replicas if self.dispatch else 1)]
-        self.max_batch_size = pool.batcher.max_batch_size
-        self.in_service = [0] * replicas
-        self.next_replica = 0
-        self.balancer = stream(seed, "balancer")
-        self.pairs: list[tuple[int, int]] = []
+        self.fed_all = False
 
-        for r in range(replicas):
-            line = self.lines[r if self.dispatch else 0]
-            rng = stream(seed, f"service/replica-{r}")
-            for _ in range(pool.batcher.max_concurrent_batches):
-                self.env.process(self._slot(r, line, rng))
+        depth = max(len(levels), 1)
+        self.pools = [_Pool(0, config.pool, depth, 0, seed)]
+        if cascade is not None:
+            self.pools.append(_Pool(1, cascade.small, depth, len(self.pools[0].lines), seed))
+        self.lines = [line for pool in self.pools for line in pool.lines]
+        self.entry = self.pools[-1]  # where a request goes when its features are ready
+
+        # Per-request state of the controls, kept only when they are on.
+        self.joined = self.ready  # when a request joined its current line (the batcher's clock)
+        self.first_batch: list[int] | None = None  # with a cascade: the small model's batch
+        self.escalated_s: list[float] | None = None
+        self.escalates: list[bool] | None = None
+        if cascade is not None:
+            self.joined = [math.nan] * n
+            self.first_batch = [-1] * n
+            self.escalated_s = [math.nan] * n
+            self.escalates = cascade.escalates(arrivals["difficulty"]).tolist()
+            self.pools[1].after = self._after_batch
+        self.degraded: list[bool] | None = None
+        self.answered_s: dict[int, float] = {}  # a degraded escalation: when the small answer went out
+        self.cached_s: dict[int, float] = {}  # a cached answer: when it was looked up
+        if config.timebox is not None:
+            self.degraded = [False] * n
+            self.pools[0].timebox = True
+            base = config.pool.service
+            self.expected_service = base.base if isinstance(base, RandomServiceTime) else base
+            self.expected_rng = stream(seed, "timebox")
+        self.recent: deque[tuple[float, float]] | None = None  # (answered_s, latency_s), for the p99
+        self.mode_changes: list[tuple[float, int]] = []
+        if config.modes is not None:
+            self.recent = deque()
+            self.mode_changes.append((0.0, 0))
+            for pool in self.pools:
+                pool.after = self._after_batch
+        self.full_reason = _OVERFLOW if config.overflow is not None else _QUEUE_FULL
+
+        for pool in self.pools:
+            slots = pool.config.batcher.max_concurrent_batches
+            for r in range(pool.config.replicas):
+                self.provisioning.append([pool.index, r, 0.0, 0.0, math.nan])
+                pool.record[r] = len(self.provisioning) - 1
+            if pool.scaler is not None:
+                pool.after = self._after_batch
+                self.env.process(self._autoscaler(pool))
+            for r in range(pool.size):
+                line = pool.lines[r if pool.dispatch else 0]
+                rng = stream(seed, pool.slot_stream_name(r))
+                for _ in range(slots):
+                    self.env.process(self._slot(pool, r, line, rng))
+        if config.modes is not None:
+            self.env.process(self._mode_controller())
         self.env.process(self._feeder())
 
     # -- gateway ------------------------------------------------------------------------------------
@@ -330,7 +513,7 @@ class _Model:
         gateway = self.config.gateway
         rate, burst = gateway.rate_limit_per_s, float(gateway.rate_limit_burst)
         shed_length, shed_min = gateway.shed_queue_length, gateway.shed_min_priority
-        capacity, timeout_s = gateway.queue_capacity, gateway.timeout_s
+        timeout_s, full_reason = gateway.timeout_s, self.full_reason
         fetch_s, deadlines, to_pool, purge = self.fetch_s, self.deadlines, self._to_pool, self._purge
         tokens, refilled = burst, 0.0
         now = 0.0
@@ -352,8 +535,12 @@ class _Model:
             if shed_length is not None and self.backlog >= shed_length and priority[i] >= shed_min:
                 state[i], reason[i] = _REJECTED, _SHED
                 continue
+            shed_from, capacity = self.shed_from, self.capacity
+            if shed_from is not None and priority[i] >= shed_from:
+                state[i], reason[i] = _REJECTED, _SHED
+                continue
             if capacity is not None and self.backlog >= capacity:
-                state[i], reason[i] = _REJECTED, _QUEUE_FULL
+                state[i], reason[i] = _REJECTED, full_reason
                 continue
             self.backlog += 1
             if timeout_s is not None:
@@ -363,18 +550,31 @@ class _Model:
                 env.timeout(fetch_s[i], i).callbacks.append(self._on_features_ready)
             else:
                 to_pool(i, now)
+        self.fed_all = True
 
     def _purge(self, now: float) -> None:
         """Time out every waiting request whose deadline is ``now`` or earlier."""
         deadlines, t, state, timeout_s = self.deadlines, self.t, self.state, self.timeout_s
+        escalated = self.first_batch
         while deadlines and t[deadlines[0]] + timeout_s <= now:
             i = deadlines.popleft()
             if state[i] == _IN_LINE:
+                if escalated is not None and escalated[i] >= 0:
+                    continue  # it has started on the small model: no deadline any more
                 self.lines[self.line_of[i]].count -= 1
             elif state[i] != _FETCHING:
                 continue
             state[i] = _TIMED_OUT
             self.backlog -= 1
+
+    def _finished(self) -> bool:
+        """Nothing left to do in a run without a horizon: the controllers may stop."""
+        return (
+            self.horizon_s is None
+            and self.fed_all
+            and self.backlog == 0
+            and not any(any(pool.in_service) for pool in self.pools)
+        )
 
     # -- ingestion and the load balancer -------------------------------------------------------------
     def _on_features_ready(self, event: simpy.Event) -> None:
@@ -387,43 +587,117 @@ class _Model:
 
     def _to_pool(self, i: int, now: float) -> None:
         self.ready[i] = now
-        k = self._choose_line() if self.dispatch else 0
+        self._join(i, now, self.entry)
+
+    def _join(self, i: int, now: float, pool: _Pool) -> None:
+        if pool.timebox:
+            need_s = self._expected_s(i)
+            spare_s = self.t[i] + self.config.timebox.budget_s - now - need_s
+            if spare_s < 0:  # the large model could not answer in time even if it started now
+                self.backlog -= 1
+                self._degrade(i, now)
+                return
+            self.env.timeout(spare_s, i).callbacks.append(self._on_budget_spent)
+        k = pool.line_offset + (self._choose_line(pool) if pool.dispatch else 0)
         line = self.lines[k]
+        self.joined[i] = now
         self.line_of[i] = k
         self.state[i] = _IN_LINE
         line.by_priority[self.rank[i]].append(i)
         line.count += 1
+        pool.last_join_s = now
+        if pool.serving is not None and pool.active == 0:  # scaled to zero: the request asks for one
+            self._scale_up(pool, 1, now)
         # Wake a free slot when the line stops being empty or fills a batch; the rest is its timer's job.
-        if line.idle_slots and (line.count == 1 or line.count >= self.max_batch_size):
+        if line.idle_slots and (line.count == 1 or line.count >= pool.max_size):
             line.wake_one()
 
-    def _choose_line(self) -> int:
-        policy, lines, in_service = self.config.pool.policy, self.lines, self.in_service
+    def _choose_line(self, pool: _Pool) -> int:
+        policy, lines, in_service = pool.config.policy, pool.lines, pool.in_service
         if policy == "round_robin":
-            k = self.next_replica
-            self.next_replica = (k + 1) % len(lines)
+            k = pool.next_replica
+            pool.next_replica = (k + 1) % len(lines)
             return k
         if policy == "join_shortest_queue":
             loads = [line.count + busy for line, busy in zip(lines, in_service, strict=True)]
             return loads.index(min(loads))
-        if not self.pairs:  # power_of_two: draw pairs of distinct replicas in blocks
+        if not pool.pairs:  # power_of_two: draw pairs of distinct replicas in blocks
             r = len(lines)
-            first = self.balancer.integers(0, r, size=4096)
-            second = self.balancer.integers(0, r - 1, size=4096)
+            first = pool.balancer.integers(0, r, size=4096)
+            second = pool.balancer.integers(0, r - 1, size=4096)
             second += second >= first
-            self.pairs = list(zip(first.tolist(), second.tolist(), strict=True))[::-1]
-        a, b = self.pairs.pop()
+            pool.pairs = list(zip(first.tolist(), second.tolist(), strict=True))[::-1]
+        a, b = pool.pairs.pop()
         return b if lines[b].count + in_service[b] < lines[a].count + in_service[a] else a
+
+    # -- cascade and time-box -----------------------------------------------------------------------
+    def _expected_s(self, i: int) -> float:
+        """The large model's mean time for request ``i`` alone: what its budget must still hold."""
+        return float(
+            self.expected_service.batch_time_s(1, self.tokens_in[i], self.tokens_out[i], self.expected_rng)
+        )
+
+    def _on_budget_spent(self, event: simpy.Event) -> None:
+        i, now = event.value, self.env.now
+        if self.timeout_s is not None:
+            self._purge(now)
+        if self.state[i] != _IN_LINE:  # started, timed out or answered already
+            return
+        self.lines[self.line_of[i]].count -= 1
+        self.backlog -= 1
+        self._degrade(i, now)
+
+    def _degrade(self, i: int, now: float) -> None:
+        """Answer ``i`` now without the large model: the small model's answer it holds, or the cache."""
+        self.state[i] = _ANSWERED
+        self.degraded[i] = True
+        first = self.first_batch
+        if first is not None and first[i] >= 0:
+            self.batch_of[i] = first[i]
+            self.answered_s[i] = now
+            done_s = now
+        else:
+            self.cached_s[i] = now
+            done_s = now + self.config.timebox.cache_latency_s
+        if self.recent is not None:
+            self.recent.append((now, done_s + self.config.network_hop_s - self.t[i]))
+
+    def _after_batch(self, pool: _Pool, r: int, batch: list[int], now: float) -> None:
+        """A batch ended: retire a draining replica, escalate what the small model is unsure of."""
+        if pool.serving is not None:
+            pool.last_busy_s = now
+            if pool.status[r] == _DRAINING and pool.in_service[r] == 0:
+                self._off(pool, r, now)
+        answered = batch
+        if pool.index == 1:  # the cascade's small model
+            escalates = self.escalates
+            answered = []
+            for i in batch:
+                if escalates[i]:
+                    self.first_batch[i] = self.batch_of[i]
+                    self.batch_of[i] = -1
+                    self.escalated_s[i] = now
+                    self.backlog += 1
+                    self._join(i, now, self.pools[0])
+                else:
+                    answered.append(i)
+        if self.recent is not None:
+            done_s = now + self.config.network_hop_s
+            cascade, t, recent = self.config.cascade, self.t, self.recent
+            if pool.index == 0 and cascade is not None and cascade.human_min_confidence is not None:
+                done_s += cascade.human_delay_s  # a bound: only some answers go to a human
+            for i in answered:
+                recent.append((now, done_s - t[i]))
 
     # -- replicas -----------------------------------------------------------------------------------
     def _oldest_ready(self, line: _Line) -> float:
-        state, ready = self.state, self.ready
+        state, joined = self.state, self.joined
         oldest = math.inf
         for queue in line.by_priority:
             while queue and state[queue[0]] != _IN_LINE:
                 queue.popleft()
-            if queue and ready[queue[0]] < oldest:
-                oldest = ready[queue[0]]
+            if queue and joined[queue[0]] < oldest:
+                oldest = joined[queue[0]]
         return oldest
 
     def _take(self, line: _Line, max_size: int) -> list[int]:
@@ -445,21 +719,28 @@ class _Model:
         line.count -= len(batch)
         return batch
 
-    def _slot(self, r: int, line: _Line, rng: np.random.Generator) -> Generator[simpy.Event, None, None]:
+    def _slot(
+        self, pool: _Pool, r: int, line: _Line, rng: np.random.Generator
+    ) -> Generator[simpy.Event, None, None]:
         env, state, batch_of = self.env, self.state, self.batch_of
-        batcher, service = self.config.pool.batcher, self.config.pool.service
-        max_size, max_wait_s = batcher.max_batch_size, batcher.max_wait_s
-        tokens_in, tokens_out, service_s = self.tokens_in, self.tokens_out, self.service_s
-        batches, batch_time_s, take = self.batches, service.batch_time_s, self._take
-        timeout_s, in_service = self.timeout_s, self.in_service
+        tokens_in, tokens_out = self.tokens_in, self.tokens_out
+        service_s = self.service_s if pool.index == 0 else None
+        batches, batch_time_s, take = self.batches, pool.config.service.batch_time_s, self._take
+        timeout_s, in_service, serving, index = self.timeout_s, pool.in_service, pool.serving, pool.index
         while True:
             now = env.now
+            if serving is not None and not serving[r]:  # the replica is off or starting: wait for it
+                wake = env.event()
+                pool.parked[r].append(wake)
+                yield wake
+                continue
             if timeout_s is not None:
                 self._purge(now)
             waiting = line.count
+            max_size = pool.max_size
             due = now
-            if 0 < waiting < max_size and max_wait_s > 0:
-                due = self._oldest_ready(line) + max_wait_s
+            if 0 < waiting < max_size and pool.max_wait_s > 0:
+                due = self._oldest_ready(line) + pool.max_wait_s
             if waiting == 0 or due > now:
                 wake = env.event()
                 line.idle_slots.append(wake)
@@ -469,7 +750,7 @@ class _Model:
                 continue
             batch = take(line, max_size)
             size = len(batch)
-            if service_s is not None:
+            if service_s is not None and size == 1:
                 duration_s = service_s[batch[0]]
             else:
                 if size == 1:
@@ -487,13 +768,149 @@ class _Model:
             for i in batch:
                 state[i] = _IN_MODEL
                 batch_of[i] = k
-            batches.append((now, now + duration_s, r, size))
+            batches.append((now, now + duration_s, r, size, index))
             self.backlog -= size
             in_service[r] += size
             if line.count and line.idle_slots:
                 line.wake_one()
             yield env.timeout(duration_s)
             in_service[r] -= size
+            if pool.after is not None:
+                pool.after(pool, r, batch, env.now)
+
+    # -- autoscaler ---------------------------------------------------------------------------------
+    def _scale_up(self, pool: _Pool, count: int, now: float) -> None:
+        """Keep draining replicas (no cold start), then start stopped ones, lowest index first."""
+        status, cold_s = pool.status, pool.scaler.cold_start.seconds
+        for wanted in (_DRAINING, _OFF):
+            for r in range(pool.size):
+                if count == 0:
+                    break
+                if status[r] != wanted:
+                    continue
+                count -= 1
+                pool.active += 1
+                if wanted == _DRAINING:
+                    status[r] = _READY
+                    self._serve(pool, r)
+                    continue
+                status[r] = _STARTING
+                self.provisioning.append([pool.index, r, now, math.nan, math.nan])
+                pool.record[r] = len(self.provisioning) - 1
+                if cold_s > 0:
+                    self.env.timeout(cold_s, (pool, r, pool.record[r])).callbacks.append(self._on_started)
+                else:
+                    self._started(pool, r, now)
+        pool.last_change_s = now
+
+    def _on_started(self, event: simpy.Event) -> None:
+        pool, r, row = event.value
+        if pool.record[r] == row and pool.status[r] == _STARTING:
+            self._started(pool, r, self.env.now)
+
+    def _started(self, pool: _Pool, r: int, now: float) -> None:
+        pool.status[r] = _READY
+        self.provisioning[pool.record[r]][3] = now
+        self._serve(pool, r)
+
+    def _serve(self, pool: _Pool, r: int) -> None:
+        pool.serving[r] = True
+        parked, pool.parked[r] = pool.parked[r], []
+        for event in parked:
+            event.succeed()
+
+    def _scale_down(self, pool: _Pool, count: int, now: float) -> None:
+        """Stop idle replicas first, then busy ones (they drain), highest index first."""
+        status, in_service = pool.status, pool.in_service
+        ready = [r for r in range(pool.size - 1, -1, -1) if status[r] == _READY]
+        victims = ([r for r in ready if in_service[r] == 0] + [r for r in ready if in_service[r] > 0])[:count]
+        for r in victims:
+            pool.serving[r] = False
+            pool.active -= 1
+            if in_service[r] > 0:
+                status[r] = _DRAINING
+            else:
+                self._off(pool, r, now)
+        pool.last_change_s = now
+        for line in pool.lines:  # the stopped replicas' idle slots must notice and park
+            line.wake_all()
+
+    def _off(self, pool: _Pool, r: int, now: float) -> None:
+        pool.status[r] = _OFF
+        self.provisioning[pool.record[r]][4] = now
+
+    def _autoscaler(self, pool: _Pool) -> Generator[simpy.Event, None, None]:
+        env, scaler, batches = self.env, pool.scaler, self.batches
+        slots = pool.config.batcher.max_concurrent_batches
+        while True:
+            yield env.timeout(scaler.interval_s)
+            now = env.now
+            if self.timeout_s is not None:
+                self._purge(now)
+            if self._finished():
+                return
+            # Busy slot-seconds over the last interval, from the batches that overlap it.
+            low = now - scaler.interval_s
+            fresh = [k for k in range(pool.scan_from, len(batches)) if batches[k][4] == pool.index]
+            pool.scan_from = len(batches)
+            busy_s, still = 0.0, []
+            for k in pool.open_batches + fresh:
+                start_s, end_s = batches[k][0], batches[k][1]
+                busy_s += max(0.0, min(end_s, now) - max(start_s, low))
+                if end_s > now:
+                    still.append(k)
+            pool.open_batches = still
+            in_system = sum(line.count for line in pool.lines) + sum(pool.in_service)
+            idle_s = 0.0 if in_system else now - max(pool.last_join_s, pool.last_busy_s)
+            desired = scaler.desired_replicas(
+                now_s=now,
+                busy_replicas=busy_s / (scaler.interval_s * slots),
+                in_system=in_system,
+                idle_s=idle_s,
+            )
+            if desired > pool.active:
+                self._scale_up(pool, desired - pool.active, now)
+            elif (
+                desired < pool.active
+                and now - pool.last_change_s >= scaler.cooldown_s
+                and _STARTING not in pool.status
+            ):
+                self._scale_down(pool, pool.active - desired, now)
+
+    # -- surge modes --------------------------------------------------------------------------------
+    def _mode_controller(self) -> Generator[simpy.Event, None, None]:
+        env, modes, t, recent = self.env, self.config.modes, self.t, self.recent
+        level, since = 0, 0.0
+        while True:
+            yield env.timeout(modes.interval_s)
+            now = env.now
+            if self.timeout_s is not None:
+                self._purge(now)
+            if self._finished():
+                return
+            low = now - modes.window_s
+            while recent and recent[0][0] <= low:
+                recent.popleft()
+            signals = {
+                "queue_length": float(self.backlog),
+                "p99_s": float(np.percentile([x[1] for x in recent], 99)) if recent else math.nan,
+                "arrival_rate_per_s": (bisect_right(t, now) - bisect_right(t, low)) / modes.window_s,
+            }
+            new = modes.next_mode(level, signals, now - since)
+            if new != level:
+                level, since = new, now
+                self.mode_changes.append((now, level))
+                self._apply_knobs(level)
+
+    def _apply_knobs(self, level: int) -> None:
+        knobs, main = self.config.modes.knobs(level), self.pools[0]
+        batcher, gateway = self.config.pool.batcher, self.config.gateway
+        main.max_size = knobs.max_batch_size if knobs.max_batch_size is not None else batcher.max_batch_size
+        main.max_wait_s = knobs.max_wait_s if knobs.max_wait_s is not None else batcher.max_wait_s
+        self.capacity = knobs.queue_capacity if knobs.queue_capacity is not None else gateway.queue_capacity
+        self.shed_from = knobs.shed_priority_from
+        for line in main.lines:
+            line.wake_all()
 
     # -- running ------------------------------------------------------------------------------------
     def run(self, horizon_s: float | None, progress: bool) -> None:
@@ -526,8 +943,8 @@ class _Model:
 # Inputs and outputs
 
 
-def _arrival_arrays(arrivals: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Check the arrivals table and return its columns as numpy arrays."""
+def _arrival_arrays(arrivals: pd.DataFrame, with_difficulty: bool = False) -> dict[str, np.ndarray]:
+    """Check the arrivals table and return its columns as numpy arrays (``difficulty`` if asked)."""
     check_columns(arrivals, ARRIVAL_COLUMNS, "arrivals")
     out: dict[str, np.ndarray] = {}
     for name in ("request_id", "priority", "tokens_in", "tokens_out"):
@@ -552,6 +969,16 @@ def _arrival_arrays(arrivals: pd.DataFrame) -> dict[str, np.ndarray]:
             row = int(np.argmax(bad))
             raise ValueError(f"arrivals['{name}'] must be finite and >= 0; row {row} holds {values[row]!r}")
         out[name] = values
+    if with_difficulty:
+        values = arrivals["difficulty"].to_numpy()
+        if not np.issubdtype(values.dtype, np.number):
+            raise TypeError(f"arrivals['difficulty'] must hold numbers, got dtype {values.dtype}")
+        values = values.astype(np.float64)
+        bad = ~((values >= 0) & (values <= 1))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ValueError(f"arrivals['difficulty'] must lie in [0, 1]; row {row} holds {values[row]!r}")
+        out["difficulty"] = values
     t = out["t_s"]
     if len(t) > 1 and (np.diff(t) < 0).any():
         row = int(np.argmax(np.diff(t) < 0))
@@ -620,16 +1047,22 @@ def _busy_periods(
 
 
 def _timeline(
+    model: _Model,
     log: pd.DataFrame,
     batches: dict[str, np.ndarray],
     deadline_s: np.ndarray,
     horizon_s: float,
     step_s: float,
-    replicas: int,
+    provisioning: pd.DataFrame,
+    second_wait: tuple[np.ndarray, np.ndarray],
 ) -> pd.DataFrame:
+    config = model.config
+    columns = dict(TIMELINE_COLUMNS)
+    if config.modes is not None:
+        columns.update(CONTROL_TIMELINE_COLUMNS)
     bins = max(_interval_count(horizon_s, step_s), 1 if len(log) else 0)
     if bins == 0:
-        return pd.DataFrame({name: np.empty(0, dtype=dtype) for name, (dtype, _) in TIMELINE_COLUMNS.items()})
+        return pd.DataFrame({name: np.empty(0, dtype=dtype) for name, (dtype, _) in columns.items()})
     starts = np.arange(bins) * step_s
     edges = np.minimum(np.append(starts[1:], horizon_s), horizon_s)
     widths = edges - starts
@@ -647,17 +1080,27 @@ def _timeline(
     in_line = ~np.isnan(ready)
     left_line = np.where(outcome == "timed_out", deadline_s, log["model_start_s"].to_numpy())
     left_line = np.where(np.isnan(left_line), horizon_s, left_line)
+    waits_from, waits_to = ready[in_line], left_line[in_line]
+    if len(second_wait[0]):  # escalated requests wait a second time, for the large model
+        waits_from = np.concatenate((waits_from, second_wait[0]))
+        waits_to = np.concatenate((waits_to, second_wait[1]))
+    # Replicas of different pools are different machines: key them apart.
+    machine = batches["pool"] * (1 + max(p.size for p in model.pools)) + batches["replica"]
     busy_starts, busy_ends = _busy_periods(
-        batches["start_s"], np.minimum(batches["end_s"], horizon_s), batches["replica"]
+        batches["start_s"], np.minimum(batches["end_s"], horizon_s), machine
     )
+    if any(pool.scaler is not None for pool in model.pools):
+        replicas = level(provisioning["requested_s"].to_numpy(), provisioning["end_s"].to_numpy())
+    else:
+        replicas = np.full(bins, float(sum(pool.config.replicas for pool in model.pools)))
     started = count(batches["start_s"])
     size_sum = count(batches["start_s"], batches["size"].astype(np.float64))
     timeline = pd.DataFrame(
         {
             "t_s": starts,
-            "queue_length": level(ready[in_line], left_line[in_line]),
+            "queue_length": level(waits_from, waits_to),
             "busy_replicas": level(busy_starts, busy_ends),
-            "replicas": np.full(bins, float(replicas)),
+            "replicas": replicas,
             "mean_batch_size": np.divide(size_sum, started, out=np.full(bins, np.nan), where=started > 0),
         }
     )
@@ -670,34 +1113,72 @@ def _timeline(
         ("timed_out", deadline_s[outcome == "timed_out"]),
     ):
         timeline[name] = count(times).astype(np.int64)
-    return timeline[list(TIMELINE_COLUMNS)]
+    if config.modes is not None:
+        # Each bin shows the most severe mode in force at any moment of it.
+        severity = np.zeros(bins, dtype=np.int64)
+        changes = model.mode_changes
+        for k, (since_s, mode) in enumerate(changes):
+            until_s = changes[k + 1][0] if k + 1 < len(changes) else horizon_s
+            if since_s >= horizon_s and k > 0:
+                break
+            first = min(int(np.searchsorted(edges, since_s, side="right")), bins - 1)
+            last = min(int(np.searchsorted(edges, until_s, side="left")), bins - 1)
+            if until_s > since_s or k + 1 == len(changes):
+                severity[first : last + 1] = np.maximum(severity[first : last + 1], mode)
+        timeline["mode"] = np.asarray(MODES, dtype=object)[severity]
+    return timeline[list(columns)]
 
 
 def _request_log(
     model: _Model, columns: dict[str, np.ndarray], class_name: pd.Series, horizon_s: float | None
-) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, float]:
-    """The RequestLog of a finished run, the batch record, each request's deadline, and the horizon."""
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, float, tuple[np.ndarray, np.ndarray]]:
+    """The RequestLog of a finished run, the batch record, each request's deadline, the horizon, and
+    the second waits of escalated requests (joined the large model's line, left it)."""
     config, n = model.config, model.n
+    cascade, timebox = config.cascade, config.timebox
     state = np.asarray(model.state, dtype=np.int64)
     batch_of = np.asarray(model.batch_of, dtype=np.int64)
-    table = np.asarray(model.batches, dtype=np.float64).reshape(-1, 4)
+    table = np.asarray(model.batches, dtype=np.float64).reshape(-1, 5)
     batches = {
         "start_s": table[:, 0],
         "end_s": table[:, 1],
         "replica": table[:, 2].astype(np.int64),
         "size": table[:, 3].astype(np.int64),
+        "pool": table[:, 4].astype(np.int64),
     }
     served = batch_of >= 0
 
-    def per_request(values: np.ndarray, fill: float) -> np.ndarray:  # batch_of == -1 picks ``fill``
-        return np.append(values, fill)[batch_of]
+    def per_request(values: np.ndarray, fill: float, which: np.ndarray = batch_of) -> np.ndarray:
+        return np.append(values, fill)[which]  # which == -1 picks ``fill``
 
-    model_start = per_request(batches["start_s"], np.nan)
+    first = batch_of
+    if model.first_batch is not None:
+        first = np.asarray(model.first_batch, dtype=np.int64)
+        first = np.where(first >= 0, first, batch_of)
+    model_start = per_request(batches["start_s"], np.nan, first)
     model_end = per_request(batches["end_s"], np.nan)
+    answered_by = per_request(batches["pool"], -1)
+    if model.answered_s:  # escalations that ran out of budget: the small answer went out then
+        rows = np.fromiter(model.answered_s, dtype=np.int64, count=len(model.answered_s))
+        model_end[rows] = np.fromiter(model.answered_s.values(), dtype=np.float64, count=len(rows))
+    cached = np.zeros(n, dtype=bool)
+    if model.cached_s:
+        rows = np.fromiter(model.cached_s, dtype=np.int64, count=len(model.cached_s))
+        looked_up = np.fromiter(model.cached_s.values(), dtype=np.float64, count=len(rows))
+        model_start[rows] = looked_up
+        model_end[rows] = looked_up + timebox.cache_latency_s
+        cached[rows] = True
+        served = served | cached
+    degraded = np.zeros(n, dtype=bool) if model.degraded is None else np.asarray(model.degraded, dtype=bool)
+    human = np.zeros(n, dtype=bool)
+    if cascade is not None:
+        human = (answered_by == 0) & ~degraded & cascade.to_human(columns["difficulty"])
     arrived = columns["t_s"]
     timeout_s = config.gateway.timeout_s
     deadline_s = arrived + (timeout_s if timeout_s is not None else np.inf)
     responded = model_end + config.network_hop_s
+    if human.any():
+        responded = responded + np.where(human, cascade.human_delay_s, 0.0)
     if horizon_s is None:
         finals = [arrived, responded[served], deadline_s[state == _TIMED_OUT]]
         horizon_s = float(max((x.max() for x in finals if len(x)), default=0.0))
@@ -724,14 +1205,67 @@ def _request_log(
             "model_start_s": model_start,
             "model_end_s": model_end,
             "responded_s": responded,
-            "replica": per_request(batches["replica"], -1),
-            "batch_size": per_request(batches["size"], 0),
+            "replica": np.where(cached, -1, per_request(batches["replica"], -1)),
+            "batch_size": np.where(cached, 0, per_request(batches["size"], 0)),
             "outcome": np.asarray(OUTCOMES, dtype=object)[outcome],
             "reject_reason": reasons[np.asarray(model.reason, dtype=np.int64)],
             "latency_s": responded - arrived,
         }
     )[list(REQUEST_LOG_COLUMNS)]
-    return log, batches, deadline_s, horizon_s
+
+    second_wait = (np.empty(0), np.empty(0))
+    if cascade is not None or timebox is not None:
+        names = np.asarray([pool.name for pool in model.pools] + [""], dtype=object)
+        answer = names[answered_by]  # -1 picks ""
+        answer = np.where(cached, "cache", np.where(human, "human", answer))
+        escalated_s = np.full(n, np.nan)
+        if model.escalated_s is not None:
+            escalated_s = np.asarray(model.escalated_s, dtype=np.float64)
+            joined = ~np.isnan(escalated_s)
+            # It left the large model's line when a batch took it, when its budget ran out, or not yet.
+            second_start = np.where(answered_by == 0, per_request(batches["start_s"], np.nan), np.nan)
+            left = np.where(degraded, model_end, second_start)
+            left = np.where(np.isnan(left), horizon_s, left)
+            second_wait = (escalated_s[joined], left[joined])
+        log["difficulty"] = columns["difficulty"] if "difficulty" in columns else np.nan
+        log["model"] = np.where(completed, answer, "").astype(object)
+        log["escalated_s"] = escalated_s
+        log["degraded"] = degraded
+        log = log[list(REQUEST_LOG_COLUMNS) + list(CONTROL_LOG_COLUMNS)]
+    return log, batches, deadline_s, horizon_s, second_wait
+
+
+def _provisioning(model: _Model, horizon_s: float) -> pd.DataFrame:
+    table = np.asarray(model.provisioning, dtype=np.float64).reshape(-1, 5)
+    names = np.asarray([pool.name for pool in model.pools], dtype=object)
+    end_s = np.where(np.isnan(table[:, 4]), horizon_s, np.minimum(table[:, 4], horizon_s))
+    ready_s = np.where(table[:, 3] <= horizon_s, table[:, 3], np.nan)
+    return pd.DataFrame(
+        {
+            "pool": names[table[:, 0].astype(np.int64)],
+            "replica": table[:, 1].astype(np.int64),
+            "requested_s": np.minimum(table[:, 2], horizon_s),
+            "ready_s": ready_s,
+            "end_s": end_s,
+        }
+    )
+
+
+def _offline(log: pd.DataFrame, config: PlatformConfig) -> pd.DataFrame:
+    overflow = config.overflow
+    sent = (log["reject_reason"] == "overflow").to_numpy()
+    queued_s = log["arrived_s"].to_numpy()[sent]
+    done_s = overflow.schedule(queued_s) if overflow is not None else np.empty(0)
+    price = overflow.price_per_request_usd if overflow is not None else 0.0
+    return pd.DataFrame(
+        {
+            "request_id": log["request_id"].to_numpy()[sent],
+            "queued_s": queued_s,
+            "done_s": done_s,
+            "delay_s": done_s - queued_s,
+            "cost_usd": np.full(len(queued_s), price),
+        }
+    )
 
 
 def simulate(
@@ -746,9 +1280,10 @@ def simulate(
     """Play ``arrivals`` (``schema.ARRIVAL_COLUMNS``, sorted by ``t_s``) through the platform.
 
     ``seed`` fixes every random draw: the fetch delays (stream ``"ingestion"``), each replica's batch
-    times (``"service/replica-<r>"``) and the balancer's choices (``"balancer"``). ``horizon_s`` stops
-    the run (default: run until every request has its outcome). ``progress`` shows a tqdm bar that
-    advances with simulated time. See the module docstring for the model.
+    times (``"service/replica-<r>"``, ``"service/<pool name>/replica-<r>"`` for a cascade's small
+    model) and the balancer's choices (``"balancer"``). ``horizon_s`` stops the run (default: run
+    until every request has its outcome). ``progress`` shows a tqdm bar that advances with simulated
+    time. See the module docstring for the model and ``scaleplay.controls`` for the controls.
     """
     if not isinstance(config, PlatformConfig):
         raise TypeError(f"config must be a PlatformConfig, got {type(config).__name__}")
@@ -759,14 +1294,38 @@ def simulate(
         raise TypeError(f"progress must be True or False, got {progress!r}")
     if horizon_s is not None:
         _interval_count(horizon_s, timeline_step_s)
-    columns = _arrival_arrays(arrivals)
+    columns = _arrival_arrays(arrivals, with_difficulty=config.cascade is not None)
     n = len(columns["t_s"]) if horizon_s is None else int(np.searchsorted(columns["t_s"], horizon_s, "left"))
     columns = {name: values[:n] for name, values in columns.items()}
 
-    model = _Model(columns, config, seed)
+    model = _Model(columns, config, seed, horizon_s)
     model.run(horizon_s, progress)
 
-    log, batches, deadline_s, horizon_s = _request_log(model, columns, arrivals["class_name"], horizon_s)
-    timeline = _timeline(log, batches, deadline_s, horizon_s, timeline_step_s, config.pool.replicas)
-    return SimulationResult(log=log, timeline=timeline, horizon_s=horizon_s, config=config)
-
+    log, batches, deadline_s, horizon_s, second_wait = _request_log(
+        model, columns, arrivals["class_name"], horizon_s
+    )
+    provisioning = _provisioning(model, horizon_s)
+    timeline = _timeline(
+        model, log, batches, deadline_s, horizon_s, timeline_step_s, provisioning, second_wait
+    )
+    names = np.asarray([pool.name for pool in model.pools], dtype=object)
+    batch_table = pd.DataFrame(
+        {
+            "pool": names[batches["pool"]],
+            "replica": batches["replica"],
+            "start_s": batches["start_s"],
+            "end_s": batches["end_s"],
+            "size": batches["size"],
+        }
+    )
+    changes = [(t_s, MODES[level]) for t_s, level in model.mode_changes if t_s <= horizon_s]
+    return SimulationResult(
+        log=log,
+        timeline=timeline,
+        horizon_s=horizon_s,
+        config=config,
+        batches=batch_table,
+        provisioning=provisioning,
+        offline=_offline(log, config),
+        modes=pd.DataFrame(changes, columns=["t_s", "mode"]).astype({"t_s": np.float64, "mode": object}),
+    )

@@ -1,0 +1,495 @@
+"""Economics: what a fleet costs per hour, per month, per 1k requests and per user.
+
+A provisioned fleet is paid by the GPU-hour whether it is busy or not, so the bill follows the
+*replica-seconds* a deployment holds: the Timeline's ``replicas`` column times each interval's
+length (``fleet_profile``), times the GPUs a replica spans (tensor parallelism). Three ways to buy
+those hours, all priced off the On-Demand rate of a ``Prices``:
+
+- **On-Demand**: pay for the hours you hold, nothing more.
+- **Reserved** (a commitment for a term): ``reserved_discount`` off, but every hour of the term is
+  paid, used or not. A reserved GPU pays off once it is needed more than ``1 - reserved_discount``
+  of the time (``reserved_break_even``); against a fleet that breathes with the day, the cheapest
+  baseline is the largest fleet size held at least that share of the time (``best_reserved_gpus``).
+- **Spot**: ``spot_discount`` off, but the provider reclaims instances, on average
+  ``spot_interruptions_per_hour`` times per instance-hour. The model is deliberately simple: each
+  interruption starts a replacement at once, and the replacement is paid for ``spot_replacement_s``
+  (boot, image pull, weight loading) before it serves. Holding a serving GPU-hour on spot therefore
+  costs ``1 + spot_interruptions_per_hour x spot_replacement_s / 3600`` paid GPU-hours
+  (``Prices.spot_overhead``). The capacity lost while a replacement starts is a latency risk, not a
+  line on the bill: simulate it with a fault injector, or hold spare replicas.
+
+**Serverless** GPU platforms bill only the seconds a container runs plus, at the front door, a fee
+per request: idle capacity is free, busy capacity dearer. ``serverless_break_even`` gives the traffic
+per GPU (and the utilization) below which that beats a provisioned GPU. The serverless bill assumes
+the platform batches as well as the simulated fleet did (it bills the fleet's busy GPU-seconds) and
+leaves cold starts out.
+
+Prices are data: ``data/prices.csv`` holds each figure with its source and the date it was listed,
+``load_prices(hardware)`` reads them into a ``Prices`` and ``dataclasses.replace(prices, ...)``
+overrides any of them. A month is ``capacity.HOURS_PER_MONTH`` = 730 hours; a GB is 1e9 bytes.
+
+>>> prices = Prices("toy", on_demand_usd_per_gpu_hour=2.0, reserved_discount=0.25)
+>>> prices.reserved_usd_per_gpu_hour, reserved_break_even(prices)
+(1.5, 0.75)
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, fields
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+
+from ._validate import check_in, check_int, check_non_negative, check_positive, check_probability
+from .capacity import HOURS_PER_MONTH
+from .metrics import _interval_widths
+from .schema import REQUEST_LOG_COLUMNS, TIMELINE_COLUMNS, check_columns
+
+__all__ = [
+    "PURCHASES",
+    "BILL_COLUMNS",
+    "FLEET_PROFILE_COLUMNS",
+    "SECONDS_PER_HOUR",
+    "BYTES_PER_GB",
+    "Prices",
+    "load_prices",
+    "price_table",
+    "priced_hardware",
+    "fleet_profile",
+    "run_cost",
+    "monthly_bill",
+    "serverless_bill",
+    "unit_costs",
+    "reserved_break_even",
+    "best_reserved_gpus",
+    "serverless_break_even",
+]
+
+SECONDS_PER_HOUR = 3600.0
+BYTES_PER_GB = 1e9
+#: Ways to buy provisioned GPU-hours.
+PURCHASES: tuple[str, ...] = ("on_demand", "reserved", "spot")
+
+#: A bill: one row per line item, indexed by ``item``.
+BILL_COLUMNS: dict[str, tuple[str, str]] = {
+    "quantity": ("float64", "how much was bought in the month, in ``unit``"),
+    "unit": ("object", "what one unit is, e.g. 'GPU-hour'"),
+    "unit_usd": ("float64", "price of one unit, US dollars"),
+    "cost_usd": ("float64", "quantity x unit_usd"),
+}
+
+#: A fleet over time: one row per interval.
+FLEET_PROFILE_COLUMNS: dict[str, tuple[str, str]] = {
+    "t_s": ("float64", "start of the interval"),
+    "duration_s": ("float64", "length of the interval"),
+    "gpus": ("float64", "time-average GPUs provisioned (replicas x gpus_per_replica)"),
+    "busy_gpus": ("float64", "time-average GPUs running a batch"),
+}
+
+_CSV = "prices.csv"
+
+
+@dataclass(frozen=True)
+class Prices:
+    """The prices one deployment pays, for one kind of GPU. Every field can be overridden.
+
+    Rates are per *GPU*: a replica spread over ``k`` GPUs by tensor parallelism costs ``k`` times
+    as much. Discounts are fractions off the On-Demand rate, in [0, 1).
+    """
+
+    hardware: str
+    on_demand_usd_per_gpu_hour: float
+    reserved_discount: float = 0.0
+    spot_discount: float = 0.0
+    spot_interruptions_per_hour: float = 0.0
+    spot_replacement_s: float = 0.0
+    serverless_usd_per_gpu_s: float = 0.0
+    serverless_usd_per_request: float = 0.0
+    egress_usd_per_gb: float = 0.0
+    storage_usd_per_gb_month: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hardware, str) or not self.hardware:
+            raise ValueError(f"hardware must be a non-empty string, got {self.hardware!r}")
+        set_ = object.__setattr__
+        on_demand = check_positive("on_demand_usd_per_gpu_hour", self.on_demand_usd_per_gpu_hour)
+        set_(self, "on_demand_usd_per_gpu_hour", on_demand)
+        for name in ("reserved_discount", "spot_discount"):
+            set_(self, name, check_probability(name, getattr(self, name), open_high=True))
+        for name in (
+            "spot_interruptions_per_hour",
+            "spot_replacement_s",
+            "serverless_usd_per_gpu_s",
+            "serverless_usd_per_request",
+            "egress_usd_per_gb",
+            "storage_usd_per_gb_month",
+        ):
+            set_(self, name, check_non_negative(name, getattr(self, name)))
+
+    @property
+    def reserved_usd_per_gpu_hour(self) -> float:
+        """The committed rate (paid for every hour of the term)."""
+        return self.on_demand_usd_per_gpu_hour * (1.0 - self.reserved_discount)
+
+    @property
+    def spot_usd_per_gpu_hour(self) -> float:
+        """The spot list rate, before interruptions."""
+        return self.on_demand_usd_per_gpu_hour * (1.0 - self.spot_discount)
+
+    @property
+    def spot_overhead(self) -> float:
+        """Paid spot GPU-hours per serving GPU-hour: ``1 + interruptions/h x replacement_s / 3600``."""
+        return 1.0 + self.spot_interruptions_per_hour * self.spot_replacement_s / SECONDS_PER_HOUR
+
+    @property
+    def spot_effective_usd_per_gpu_hour(self) -> float:
+        """What a *serving* spot GPU-hour costs once replacements are paid for."""
+        return self.spot_usd_per_gpu_hour * self.spot_overhead
+
+    def usd_per_gpu_hour(self, purchase: str = "on_demand") -> float:
+        """The price of a serving GPU-hour bought as ``purchase`` (one of ``PURCHASES``)."""
+        check_in("purchase", purchase, PURCHASES)
+        return {
+            "on_demand": self.on_demand_usd_per_gpu_hour,
+            "reserved": self.reserved_usd_per_gpu_hour,
+            "spot": self.spot_effective_usd_per_gpu_hour,
+        }[purchase]
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def price_table() -> pd.DataFrame:
+    """Every row of ``data/prices.csv``: ``item``, ``hardware`` ("" for prices that hold for any GPU),
+    ``value``, ``unit``, ``source``, ``source_date`` and ``notes``."""
+    with resources.files("scaleplay").joinpath("data", _CSV).open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    known = {f.name for f in fields(Prices)} - {"hardware"}
+    seen: set[tuple[str, str]] = set()
+    for i, row in enumerate(rows):
+        where = f"{_CSV} row {i + 2} ({row.get('item')!r}, {row.get('hardware')!r})"
+        if not row.get("source") or not row.get("source_date"):
+            raise ValueError(f"{where} lacks its source or source_date")
+        if row["item"] not in known:
+            raise ValueError(f"{where}: unknown item; known items are {sorted(known)}")
+        key = (row["item"], row["hardware"])
+        if key in seen:
+            raise ValueError(f"{where} repeats an earlier row")
+        seen.add(key)
+        row["value"] = float(row["value"])
+    return pd.DataFrame(rows, columns=["item", "hardware", "value", "unit", "source", "source_date", "notes"])
+
+
+def priced_hardware() -> list[str]:
+    """The GPUs ``load_prices`` knows: those with an On-Demand row in ``data/prices.csv``."""
+    table = price_table()
+    return table.loc[table["item"] == "on_demand_usd_per_gpu_hour", "hardware"].tolist()
+
+
+def load_prices(hardware: str = "H100 SXM") -> Prices:
+    """The ``Prices`` of ``hardware`` (a name from ``data/hardware.csv``) from ``data/prices.csv``.
+
+    Rows with an empty ``hardware`` (discounts, egress, storage...) apply to every GPU; a row for
+    the GPU itself wins over them. Override with ``dataclasses.replace(prices, field=value)``.
+
+    >>> load_prices("L4").on_demand_usd_per_gpu_hour
+    0.8048
+    """
+    table = price_table()
+    names = priced_hardware()
+    if hardware not in names:
+        raise ValueError(
+            f"no On-Demand price for hardware {hardware!r}; priced: {', '.join(map(repr, names))}. "
+            "Build Prices(hardware, on_demand_usd_per_gpu_hour, ...) yourself for another GPU"
+        )
+    values: dict[str, float] = {}
+    for _, row in table[table["hardware"] == ""].iterrows():
+        values[row["item"]] = row["value"]
+    for _, row in table[table["hardware"] == hardware].iterrows():
+        values[row["item"]] = row["value"]
+    return Prices(hardware=hardware, **values)
+
+
+# --------------------------------------------------------------------------------------------- usage
+
+
+def fleet_profile(
+    timeline: pd.DataFrame, *, gpus_per_replica: int = 1, horizon_s: float | None = None
+) -> pd.DataFrame:
+    """The GPUs a run held, interval by interval (``FLEET_PROFILE_COLUMNS``), from its Timeline.
+
+    ``horizon_s`` is where the last interval ends (``SimulationResult.horizon_s``); without it the
+    last interval is as long as the others (see ``metrics.utilization``).
+    """
+    check_columns(
+        timeline, {c: TIMELINE_COLUMNS[c] for c in ("t_s", "replicas", "busy_replicas")}, "timeline"
+    )
+    gpus_per_replica = check_int("gpus_per_replica", gpus_per_replica, minimum=1)
+    widths = _interval_widths(timeline, horizon_s)
+    return pd.DataFrame(
+        {
+            "t_s": timeline["t_s"].to_numpy(dtype=np.float64),
+            "duration_s": widths,
+            "gpus": timeline["replicas"].to_numpy(dtype=np.float64) * gpus_per_replica,
+            "busy_gpus": timeline["busy_replicas"].to_numpy(dtype=np.float64) * gpus_per_replica,
+        }
+    )
+
+
+def _profile(fleet: float | pd.DataFrame) -> pd.DataFrame:
+    """A checked profile; a plain number is that many GPUs held for a whole month."""
+    if isinstance(fleet, pd.DataFrame):
+        check_columns(fleet, {c: FLEET_PROFILE_COLUMNS[c] for c in ("duration_s", "gpus")}, "fleet")
+        durations = fleet["duration_s"].to_numpy(dtype=np.float64)
+        gpus = fleet["gpus"].to_numpy(dtype=np.float64)
+        if len(durations) == 0:
+            raise ValueError("fleet must hold at least one interval, got an empty profile")
+        if not np.isfinite(durations).all() or (durations < 0).any() or durations.sum() <= 0:
+            raise ValueError("fleet['duration_s'] must be finite and >= 0, with a positive total")
+        if not np.isfinite(gpus).all() or (gpus < 0).any():
+            raise ValueError("fleet['gpus'] must be finite and >= 0")
+        return fleet
+    gpus = check_non_negative("fleet", fleet)
+    month_s = HOURS_PER_MONTH * SECONDS_PER_HOUR
+    return pd.DataFrame({"t_s": [0.0], "duration_s": [month_s], "gpus": [gpus], "busy_gpus": [math.nan]})
+
+
+def _to_month(profile: pd.DataFrame) -> float:
+    """The factor that stretches the profile's span to a month (the profile repeats)."""
+    return HOURS_PER_MONTH * SECONDS_PER_HOUR / float(profile["duration_s"].sum())
+
+
+def run_cost(
+    result: object, prices: Prices, *, gpus_per_replica: int = 1, purchase: str = "on_demand"
+) -> pd.Series:
+    """What one simulated run cost, from its provisioned replica-seconds.
+
+    ``result`` is a ``SimulationResult`` (anything with ``log``, ``timeline`` and ``horizon_s``).
+    Returns ``duration_s``, ``gpu_hours`` (provisioned), ``busy_gpu_hours``, ``cost_usd``,
+    ``usd_per_hour`` (over the run), ``completed`` (requests), ``usd_per_1k_requests`` (per 1000
+    *completed* requests: refused ones cost capacity too, but buy nothing) and
+    ``busy_gpu_s_per_request`` (busy GPU-seconds per completed request, what ``serverless_break_even``
+    needs). Reserved hours are priced as if fully used; see ``monthly_bill`` for the real commitment.
+    """
+    for name in ("log", "timeline", "horizon_s"):
+        if not hasattr(result, name):
+            raise TypeError(f"result must be a SimulationResult (with .{name}), got {type(result).__name__}")
+    if not isinstance(prices, Prices):
+        raise TypeError(f"prices must be a Prices, got {type(prices).__name__}")
+    rate = prices.usd_per_gpu_hour(purchase)
+    profile = fleet_profile(result.timeline, gpus_per_replica=gpus_per_replica, horizon_s=result.horizon_s)
+    check_columns(result.log, {"outcome": REQUEST_LOG_COLUMNS["outcome"]}, "result.log")
+    duration_s = float(profile["duration_s"].sum())
+    gpu_hours = float(np.dot(profile["gpus"], profile["duration_s"])) / SECONDS_PER_HOUR
+    busy_gpu_hours = float(np.dot(profile["busy_gpus"], profile["duration_s"])) / SECONDS_PER_HOUR
+    completed = int((result.log["outcome"] == "completed").sum())
+    cost_usd = gpu_hours * rate
+    return pd.Series(
+        {
+            "duration_s": duration_s,
+            "gpu_hours": gpu_hours,
+            "busy_gpu_hours": busy_gpu_hours,
+            "cost_usd": cost_usd,
+            "usd_per_hour": cost_usd / duration_s * SECONDS_PER_HOUR,
+            "completed": float(completed),
+            "usd_per_1k_requests": cost_usd / completed * 1000.0 if completed else math.nan,
+            "busy_gpu_s_per_request": busy_gpu_hours * SECONDS_PER_HOUR / completed
+            if completed
+            else math.nan,
+        },
+        name="run_cost",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- bills
+
+
+def _bill(rows: list[tuple[str, float, str, float]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["item", "quantity", "unit", "unit_usd"]).set_index("item")
+    frame["cost_usd"] = frame["quantity"] * frame["unit_usd"]
+    return frame[list(BILL_COLUMNS)]
+
+
+def _common_lines(
+    prices: Prices, requests_per_month: float, egress_bytes_per_request: float, storage_gb: float
+) -> list[tuple[str, float, str, float]]:
+    egress_gb = requests_per_month * egress_bytes_per_request / BYTES_PER_GB
+    return [
+        ("egress", egress_gb, "GB", prices.egress_usd_per_gb),
+        ("storage", storage_gb, "GB-month", prices.storage_usd_per_gb_month),
+    ]
+
+
+def monthly_bill(
+    fleet: float | pd.DataFrame,
+    prices: Prices,
+    *,
+    requests_per_month: float,
+    reserved_gpus: int = 0,
+    spot_share: float = 0.0,
+    egress_bytes_per_request: float = 0.0,
+    storage_gb: float = 0.0,
+) -> pd.DataFrame:
+    """The monthly bill of a provisioned fleet, one line item per row (``BILL_COLUMNS``).
+
+    ``fleet`` is a number of GPUs held all month, or a ``fleet_profile`` (a day, an hour, a run),
+    which is taken to repeat for the whole month. ``reserved_gpus`` are committed: paid 730 hours
+    whatever the profile needs. The GPU-hours above them are bought on demand, except a share
+    ``spot_share`` bought on spot, whose quantity includes the paid replacement time
+    (``Prices.spot_overhead``). ``egress_bytes_per_request`` leave for the internet with each
+    request; ``storage_gb`` are kept all month.
+
+    Line items, in this order: ``gpu_reserved``, ``gpu_on_demand``, ``gpu_spot``, ``egress``,
+    ``storage`` (a line bought in quantity 0 is listed at 0). The total is ``bill["cost_usd"].sum()``.
+    """
+    if not isinstance(prices, Prices):
+        raise TypeError(f"prices must be a Prices, got {type(prices).__name__}")
+    profile = _profile(fleet)
+    requests_per_month = check_non_negative("requests_per_month", requests_per_month)
+    reserved_gpus = check_int("reserved_gpus", reserved_gpus, minimum=0)
+    spot_share = check_probability("spot_share", spot_share)
+    egress_bytes_per_request = check_non_negative("egress_bytes_per_request", egress_bytes_per_request)
+    storage_gb = check_non_negative("storage_gb", storage_gb)
+    gpus = profile["gpus"].to_numpy(dtype=np.float64)
+    durations = profile["duration_s"].to_numpy(dtype=np.float64)
+    above_hours = float(np.dot(np.maximum(gpus - reserved_gpus, 0.0), durations)) / SECONDS_PER_HOUR
+    above_hours *= _to_month(profile)
+    rows = [
+        ("gpu_reserved", reserved_gpus * HOURS_PER_MONTH, "GPU-hour", prices.reserved_usd_per_gpu_hour),
+        ("gpu_on_demand", (1.0 - spot_share) * above_hours, "GPU-hour", prices.on_demand_usd_per_gpu_hour),
+        (
+            "gpu_spot",
+            spot_share * above_hours * prices.spot_overhead,
+            "GPU-hour",
+            prices.spot_usd_per_gpu_hour,
+        ),
+    ]
+    return _bill(rows + _common_lines(prices, requests_per_month, egress_bytes_per_request, storage_gb))
+
+
+def serverless_bill(
+    busy: float | pd.DataFrame,
+    prices: Prices,
+    *,
+    requests_per_month: float,
+    egress_bytes_per_request: float = 0.0,
+    storage_gb: float = 0.0,
+) -> pd.DataFrame:
+    """The monthly bill of the same work on a serverless GPU platform (``BILL_COLUMNS``).
+
+    ``busy`` is the busy GPU-seconds per month, or a ``fleet_profile`` whose ``busy_gpus`` are
+    stretched to a month. Line items: ``gpu_serverless`` (GPU-seconds at
+    ``serverless_usd_per_gpu_s``), ``requests`` (the per-request fee), ``egress``, ``storage``.
+    """
+    if not isinstance(prices, Prices):
+        raise TypeError(f"prices must be a Prices, got {type(prices).__name__}")
+    if isinstance(busy, pd.DataFrame):
+        profile = _profile(busy)
+        check_columns(profile, {"busy_gpus": FLEET_PROFILE_COLUMNS["busy_gpus"]}, "busy")
+        busy_gpus = profile["busy_gpus"].to_numpy(dtype=np.float64)
+        if not np.isfinite(busy_gpus).all() or (busy_gpus < 0).any():
+            raise ValueError("busy['busy_gpus'] must be finite and >= 0")
+        busy_s = float(np.dot(busy_gpus, profile["duration_s"])) * _to_month(profile)
+    else:
+        busy_s = check_non_negative("busy", busy)
+    requests_per_month = check_non_negative("requests_per_month", requests_per_month)
+    egress_bytes_per_request = check_non_negative("egress_bytes_per_request", egress_bytes_per_request)
+    storage_gb = check_non_negative("storage_gb", storage_gb)
+    rows = [
+        ("gpu_serverless", busy_s, "GPU-second", prices.serverless_usd_per_gpu_s),
+        ("requests", requests_per_month, "request", prices.serverless_usd_per_request),
+    ]
+    return _bill(rows + _common_lines(prices, requests_per_month, egress_bytes_per_request, storage_gb))
+
+
+def unit_costs(
+    bill: pd.DataFrame, *, requests_per_month: float, monthly_active_users: float | None = None
+) -> pd.Series:
+    """The headline figures of a bill: ``monthly_usd``, ``usd_per_1k_requests`` and
+    ``usd_per_user_month`` (NaN without ``monthly_active_users``)."""
+    check_columns(bill, {"cost_usd": BILL_COLUMNS["cost_usd"]}, "bill")
+    requests = check_positive("requests_per_month", requests_per_month)
+    users = (
+        None if monthly_active_users is None else check_positive("monthly_active_users", monthly_active_users)
+    )
+    total = float(bill["cost_usd"].sum())
+    return pd.Series(
+        {
+            "monthly_usd": total,
+            "usd_per_1k_requests": total / requests * 1000.0,
+            "usd_per_user_month": total / users if users is not None else math.nan,
+        },
+        name="unit_costs",
+    )
+
+
+# ------------------------------------------------------------------------------------------ break-even
+
+
+def reserved_break_even(prices: Prices) -> float:
+    """The duty cycle (share of the term a GPU is needed) above which reserving it beats On-Demand.
+
+    A reserved GPU costs ``(1 - d) x p`` every hour; On-Demand costs ``p`` for the hours used. They
+    tie at a duty cycle of ``1 - d``.
+    """
+    if not isinstance(prices, Prices):
+        raise TypeError(f"prices must be a Prices, got {type(prices).__name__}")
+    return 1.0 - prices.reserved_discount
+
+
+def best_reserved_gpus(fleet: pd.DataFrame, prices: Prices) -> int:
+    """The number of GPUs to reserve under a fleet that varies (a ``fleet_profile``).
+
+    The ``k``-th reserved GPU saves On-Demand hours only while the fleet needs at least ``k``, so it
+    pays off when that happens more than ``1 - reserved_discount`` of the time: the answer is the
+    largest such ``k`` (0 if none). Spot is left out of this comparison.
+    """
+    if not isinstance(fleet, pd.DataFrame):
+        raise TypeError(f"fleet must be a fleet_profile DataFrame, got {type(fleet).__name__}")
+    profile = _profile(fleet)
+    gpus = profile["gpus"].to_numpy(dtype=np.float64)
+    durations = profile["duration_s"].to_numpy(dtype=np.float64)
+    needed = reserved_break_even(prices)
+    best = 0
+    for k in range(1, math.ceil(gpus.max()) + 1):
+        # The k-th GPU is in use for the part of the time the fleet exceeds k - 1 (a fractional
+        # time-average level k - 1 + f counts as the k-th GPU busy f of the interval).
+        used = float(np.dot(np.clip(gpus - (k - 1), 0.0, 1.0), durations)) / durations.sum()
+        if used > needed:
+            best = k
+    return best
+
+
+def serverless_break_even(
+    prices: Prices, busy_gpu_s_per_request: float, *, purchase: str = "on_demand"
+) -> pd.Series:
+    """Where a provisioned GPU and a serverless platform cost the same per request.
+
+    A provisioned GPU costs ``P`` per hour whatever it serves; serverless costs
+    ``c = busy_gpu_s_per_request x serverless_usd_per_gpu_s + serverless_usd_per_request`` per
+    request. They tie at ``P / (3600 c)`` requests per second per GPU; below that traffic serverless
+    is cheaper. ``break_even_utilization`` is the provisioned GPU's busy share at that traffic: above
+    1 a provisioned GPU never catches up (serverless is cheaper at any load it can carry).
+
+    Returns ``provisioned_usd_per_gpu_hour``, ``serverless_usd_per_request`` (all in),
+    ``break_even_requests_per_s_per_gpu`` and ``break_even_utilization`` (``inf`` when serverless is
+    free).
+    """
+    if not isinstance(prices, Prices):
+        raise TypeError(f"prices must be a Prices, got {type(prices).__name__}")
+    busy_s = check_positive("busy_gpu_s_per_request", busy_gpu_s_per_request)
+    provisioned = prices.usd_per_gpu_hour(purchase)
+    per_request = busy_s * prices.serverless_usd_per_gpu_s + prices.serverless_usd_per_request
+    rate = provisioned / SECONDS_PER_HOUR / per_request if per_request > 0 else math.inf
+    return pd.Series(
+        {
+            "provisioned_usd_per_gpu_hour": provisioned,
+            "serverless_usd_per_request": per_request,
+            "break_even_requests_per_s_per_gpu": rate,
+            "break_even_utilization": rate * busy_s,
+        },
+        name="serverless_break_even",
+    )

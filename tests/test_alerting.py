@@ -1,0 +1,168 @@
+"""SLO alerting against hand computations: a synthetic incident of known error rate and duration fires
+the fast page exactly when the workbook's detection time says and clears when the short window
+empties; no incident, no alert; the budget spent; and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import poisson_arrivals
+from scaleplay.alerting import (
+    DEFAULT_RULES,
+    SLO,
+    BurnRateRule,
+    detection_time_s,
+    evaluate_alerts,
+    judge_requests,
+    window_label,
+)
+from scaleplay.profiles import AffineServiceTime
+from scaleplay.simulator import PlatformConfig, PoolConfig, simulate
+
+SLO_1S = SLO(latency_s=1.0, target=0.999)  # budget 0.1%, period 30 days
+RUN_S = 3 * 3600  # one request a second for three hours
+INCIDENT_START_S, INCIDENT_S = 3600.0, 1200.0
+
+
+def synthetic_log(incident: bool = True) -> pd.DataFrame:
+    """A request every second, all answered in 0.1 s, except every 10th request during the incident
+    (a 10% error rate for 20 minutes), answered in 5 s: 120 bad requests."""
+    t = np.arange(float(RUN_S))
+    latency = np.full(RUN_S, 0.1)
+    if incident:
+        bad = (t >= INCIDENT_START_S) & (t < INCIDENT_START_S + INCIDENT_S) & (np.arange(RUN_S) % 10 == 0)
+        latency[bad] = 5.0
+    return pd.DataFrame(
+        {"arrived_s": t, "outcome": np.full(RUN_S, "completed", dtype=object), "latency_s": latency}
+    )
+
+
+def test_the_fast_page_fires_at_the_hand_computed_detection_time_and_not_before():
+    report = evaluate_alerts(synthetic_log(), SLO_1S)
+    fast = DEFAULT_RULES[0]
+    # x seconds into the incident the 1 h window holds x / 10 bad of 3600 requests: burn x / 36,
+    # above 14.4 once x > 518.4 s (the workbook's formula), first seen on the 60 s grid at x = 540.
+    assert detection_time_s(fast, SLO_1S, 0.1) == pytest.approx(518.4)
+    fired_s = INCIDENT_START_S + 540.0
+    timeline = report.timeline.set_index("t_s")
+    assert timeline.at[fired_s - 60, "burn_rate_1h"] == pytest.approx(480 / 36)
+    assert timeline.at[fired_s, "burn_rate_1h"] == pytest.approx(540 / 36)
+    assert not timeline.loc[: fired_s - 60, "firing_page_fast"].any()
+    # It clears when the 5 min window has burned below 14.4: y seconds after the incident its
+    # burn is (300 - y) / 3, below 14.4 once y > 256.8, first seen at y = 300.
+    cleared_s = INCIDENT_START_S + INCIDENT_S + 300.0
+    assert timeline.loc[fired_s : cleared_s - 60, "firing_page_fast"].all()
+    assert not timeline.loc[cleared_s:, "firing_page_fast"].any()
+    alerts = report.alerts
+    assert alerts[["rule", "severity"]].values.tolist() == [["page_fast", "page"]]
+    assert alerts.at[0, "fired_s"] == fired_s and alerts.at[0, "cleared_s"] == cleared_s
+    assert alerts.at[0, "duration_s"] == cleared_s - fired_s
+    assert alerts.at[0, "peak_burn_rate"] == pytest.approx(1200 / 36)  # 120 bad in the last hour
+    # The slow rules never fire: 120 bad requests over 6 h of traffic burn at 5.6 < 6, and over
+    # 3 days at 0.46 < 1 (the windows reach back into a clean past).
+    assert not timeline["firing_page_slow"].any() and not timeline["firing_ticket"].any()
+
+
+def test_the_budget_spent_matches_the_hand_computation():
+    # 120 bad requests; the month holds 10 800 x 240 = 2 592 000 requests, whose budget is 2592.
+    report = evaluate_alerts(synthetic_log(), SLO_1S)
+    assert report.requests_per_period == pytest.approx(2_592_000)
+    assert report.budget_consumed == pytest.approx(120 / 2592)
+    assert report.timeline["budget_consumed"].iloc[-1] == pytest.approx(120 / 2592)
+    assert report.timeline["budget_consumed"].is_monotonic_increasing
+    explicit = evaluate_alerts(synthetic_log(), SLO_1S, requests_per_period=1_000_000)
+    assert explicit.budget_consumed == pytest.approx(120 / 1000)
+    assert [rule.budget_spent_when_firing() for rule in DEFAULT_RULES] == pytest.approx([0.02, 0.05, 0.10])
+
+
+def test_no_incident_no_alert():
+    report = evaluate_alerts(synthetic_log(incident=False), SLO_1S)
+    assert report.alerts.empty
+    assert report.budget_consumed == 0
+    burn = report.timeline.filter(like="burn_rate_")
+    assert list(burn.columns) == [
+        "burn_rate_5m",
+        "burn_rate_30m",
+        "burn_rate_1h",
+        "burn_rate_6h",
+        "burn_rate_3d",
+    ]
+    assert (burn.to_numpy() == 0).all()
+
+
+def test_without_a_clean_past_the_slow_rules_fire_early():
+    # Windows hold only the run: at x s into the incident the 6 h window holds 3600 + x requests and
+    # x / 10 bad, a burn of 100 x / (3600 + x), above 6 once x > 229.8 s: seen at x = 240.
+    report = evaluate_alerts(synthetic_log(), SLO_1S, before_run="absent")
+    fired = report.alerts.set_index("rule")["fired_s"]
+    assert fired["page_slow"] == INCIDENT_START_S + 240
+    assert fired["page_fast"] == INCIDENT_START_S + 540  # its 1 h window was full already
+    assert "ticket" in fired.index
+
+
+def test_requests_are_judged_by_outcome_and_latency():
+    log = pd.DataFrame(
+        {
+            "arrived_s": [0.0, 1.0, 2.0, 3.0, 4.0],
+            "outcome": ["completed", "completed", "rejected", "timed_out", "in_flight"],
+            "latency_s": [0.5, 1.5, math.nan, math.nan, math.nan],
+        }
+    )
+    verdict = judge_requests(log, SLO_1S)
+    assert verdict.iloc[:4].tolist() == [True, False, False, False]
+    assert pd.isna(verdict.iloc[4])
+    report = evaluate_alerts(log, SLO_1S, step_s=1.0, rules=[BurnRateRule("fast", "page", 2.0, 1.0, 14.4)])
+    assert report.timeline["good"].tolist() == [1, 0, 0, 0, 0]
+    assert report.timeline["bad"].tolist() == [0, 1, 1, 1, 0]
+
+
+def test_a_healthy_simulated_run_raises_no_alert():
+    arrivals = poisson_arrivals(2.0, 2000, seed=4)
+    result = simulate(arrivals, PlatformConfig(PoolConfig(4, AffineServiceTime(fixed_s=0.2))), seed=4)
+    report = evaluate_alerts(result.log, SLO(latency_s=1.0))
+    assert report.alerts.empty and report.budget_consumed == 0
+
+
+def test_detection_time_matches_the_workbook_table():
+    # 2% of a 30-day, 99.9% budget at a 100% error rate: 0.864 minutes.
+    assert detection_time_s(DEFAULT_RULES[0], SLO_1S, 1.0) == pytest.approx(0.864 * 60)
+    assert math.isinf(detection_time_s(DEFAULT_RULES[0], SLO_1S, 0.0144))
+    assert [window_label(w) for w in (300, 1800, 3600, 21_600, 259_200, 90)] == [
+        "5m",
+        "30m",
+        "1h",
+        "6h",
+        "3d",
+        "90s",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda: SLO(latency_s=1.0, target=1.0), ValueError, "target"),
+        (lambda: SLO(latency_s=0.0), ValueError, "latency_s"),
+        (lambda: BurnRateRule("r", "email", 3600, 300, 14.4), ValueError, "severity"),
+        (lambda: BurnRateRule("r", "page", 300, 3600, 14.4), ValueError, "short_window_s"),
+        (lambda: BurnRateRule("r", "page", 3600, 300, -1), ValueError, "burn_rate"),
+        (lambda: BurnRateRule("a rule", "page", 3600, 300, 1), ValueError, "identifier"),
+        (lambda: evaluate_alerts(synthetic_log(), SLO_1S, step_s=7.0), ValueError, "whole multiple"),
+        (lambda: evaluate_alerts(synthetic_log(), SLO_1S, before_run="never"), ValueError, "before_run"),
+        (lambda: evaluate_alerts(synthetic_log(), SLO_1S, rules=[]), ValueError, "at least one"),
+        (
+            lambda: evaluate_alerts(synthetic_log(), SLO_1S, rules=[DEFAULT_RULES[0], DEFAULT_RULES[0]]),
+            ValueError,
+            "unique",
+        ),
+        (lambda: evaluate_alerts(synthetic_log()[["arrived_s"]], SLO_1S), ValueError, "lacks the columns"),
+        (lambda: evaluate_alerts(synthetic_log(), 0.999), TypeError, "slo must be an SLO"),
+        (lambda: detection_time_s(DEFAULT_RULES[0], SLO_1S, 1.5), ValueError, "error_rate"),
+    ],
+)
+def test_bad_input_is_refused(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
