@@ -18,6 +18,7 @@ __all__ = [
     "REJECT_REASONS",
     "CONTROL_LOG_COLUMNS",
     "CONTROL_TIMELINE_COLUMNS",
+    "REGION_LOG_COLUMNS",
     "check_columns",
 ]
 
@@ -33,7 +34,9 @@ ARRIVAL_COLUMNS: dict[str, tuple[str, str]] = {
 }
 # Optional arrivals column: ``service_s`` (float64), a per-request service time that an unbatched
 # replica uses instead of its service-time curve (the hook that lets the fast path and the simpy
-# model run on the very same arrays).
+# model run on the very same arrays). ``origin_region`` (object): with regions
+# (``scaleplay.regions``), the name of the region the request's user is in; drawn from the regions'
+# shares when the column is absent.
 
 #: Every request that arrived ends in exactly one of these.
 OUTCOMES: tuple[str, ...] = ("completed", "rejected", "timed_out", "in_flight")
@@ -71,6 +74,15 @@ CONTROL_LOG_COLUMNS: dict[str, tuple[str, str]] = {
     "model": ("object", "what answered a completed request: a pool's name, 'cache' or 'human' ('' if none)"),
     "escalated_s": ("float64", "the small model passed it on to the large one (NaN if it did not)"),
     "degraded": ("bool", "answered by a fallback (small model or cache) because its time budget ran short"),
+}
+
+#: Extra RequestLog columns, appended last only when the platform has regions (``scaleplay.regions``).
+#: With regions ``responded_s`` adds the round trip between the two regions to the network hop.
+REGION_LOG_COLUMNS: dict[str, tuple[str, str]] = {
+    "origin_region": ("object", "the region of the request's user"),
+    "region": ("object", "the region that served it, or holds it still ('' if rejected)"),
+    "rtt_s": ("float64", "round trip between origin_region and region, in responded_s (NaN if rejected)"),
+    "retries": ("int64", "batches it lost to failed replicas before the one that answered it"),
 }
 
 #: Platform state on a regular time grid; counts are per interval, levels are time averages.

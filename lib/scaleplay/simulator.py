@@ -66,6 +66,16 @@ With a cascade an escalated request waits again in ``pool``'s line: it counts in
 and the log's extra columns (``schema.CONTROL_LOG_COLUMNS``) say what answered it. Every request
 still ends ``completed``, ``rejected``, ``timed_out`` or ``in_flight``.
 
+Regions and faults (``scaleplay.regions``, off unless ``PlatformConfig.regions`` is set; the rules are
+documented there): each region runs its own pool (streams ``"service/<region>/replica-<r>"`` and
+``"balancer/<region>"``), each request's origin comes from the stream ``"origin"`` (or the arrivals'
+``origin_region``), the global gateway admits and the router picks the nearest healthy region at once,
+and ``responded_s`` adds the round trip between the origin and the serving region. A fault stops
+replicas at its time: their running batches are cut short (the batch record ends then) and their
+requests retried at the front of a line, counting in the backlog again (so the gateway's bound holds
+at admission only) and exempt from the deadline (they have started). The log's extra columns are
+``schema.REGION_LOG_COLUMNS``. Regions do not combine with a cascade, a time-box or surge modes.
+
 Speed: one simpy process per batch slot and one feeding the arrivals, with plain deques for the lines
 and Python lists indexed by request for the per-request state. Feature fetches are bare timeouts with
 a callback, not processes; deadlines are enforced lazily (a request whose deadline has passed is
@@ -103,12 +113,14 @@ from .controls import (
     TimeBoxConfig,
 )
 from .profiles import RandomServiceTime, ServiceTime
+from .regions import RegionsConfig, _check_origin_names
 from .rng import stream
 from .schema import (
     ARRIVAL_COLUMNS,
     CONTROL_LOG_COLUMNS,
     CONTROL_TIMELINE_COLUMNS,
     OUTCOMES,
+    REGION_LOG_COLUMNS,
     REJECT_REASONS,
     REQUEST_LOG_COLUMNS,
     TIMELINE_COLUMNS,
@@ -259,6 +271,7 @@ class PlatformConfig:
     timebox: TimeBoxConfig | None = None
     modes: ModeControllerConfig | None = None
     overflow: OverflowConfig | None = None
+    regions: RegionsConfig | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.pool, PoolConfig):
@@ -275,6 +288,7 @@ class PlatformConfig:
             ("timebox", TimeBoxConfig),
             ("modes", ModeControllerConfig),
             ("overflow", OverflowConfig),
+            ("regions", RegionsConfig),
         ):
             value = getattr(self, name)
             if value is not None and not isinstance(value, kind):
@@ -287,6 +301,26 @@ class PlatformConfig:
                 raise ValueError(
                     "overflow needs a bounded queue: set gateway.queue_capacity (or a mode's queue_capacity)"
                 )
+        if self.regions is not None:
+            self._check_regions(self.regions)
+
+    def _check_regions(self, regions: RegionsConfig) -> None:
+        for name in ("cascade", "timebox", "modes"):
+            if getattr(self, name) is not None:
+                raise ValueError(f"regions cannot be combined with {name} (yet); set one of them to None")
+        for fault in regions.faults:
+            k = regions.names.index(fault.region)
+            pool = regions.pool_of(k, self.pool)
+            if pool.policy != "shared_queue" or pool.autoscaler is not None:
+                raise ValueError(
+                    f"the pool of region {fault.region!r} has a fault, so it must use policy 'shared_queue' "
+                    f"and no autoscaler; got policy {pool.policy!r}, autoscaler {pool.autoscaler!r}"
+                )
+            if fault.replicas != "all" and fault.replicas > pool.replicas:
+                raise ValueError(
+                    f"fault replicas must be 'all' or <= {pool.replicas} (the replicas of region "
+                    f"{fault.region!r}), got {fault.replicas!r}"
+                )
 
     @property
     def controlled(self) -> bool:
@@ -297,6 +331,7 @@ class PlatformConfig:
             or self.modes is not None
             or self.overflow is not None
             or self.pool.autoscaler is not None
+            or self.regions is not None
         )
 
 
@@ -379,8 +414,18 @@ class _Line:
 class _Pool:
     """One pool while the model runs: its lines, its knobs, and its replicas' states."""
 
-    def __init__(self, index: int, config: PoolConfig, levels: int, line_offset: int, seed: int) -> None:
-        self.index, self.config, self.name = index, config, config.name
+    def __init__(
+        self,
+        index: int,
+        config: PoolConfig,
+        levels: int,
+        line_offset: int,
+        seed: int,
+        region: str | None = None,
+    ) -> None:
+        self.index, self.config = index, config
+        self.name = config.name if region is None else region
+        self.regional = region is not None
         scaler = config.autoscaler
         self.scaler = scaler
         self.size = scaler.max_replicas if scaler is not None else config.replicas  # replicas built
@@ -391,7 +436,9 @@ class _Pool:
         self.line_offset = line_offset
         self.in_service = [0] * self.size
         self.next_replica = 0
-        self.balancer = stream(seed, "balancer" if index == 0 else f"balancer/{config.name}")
+        self.balancer = stream(
+            seed, "balancer" if index == 0 and not self.regional else f"balancer/{self.name}"
+        )
         self.pairs: list[tuple[int, int]] = []
         self.after: Callable[[_Pool, int, list[int], float], None] | None = None  # batch-end hook
         self.timebox = False  # requests joining this pool's line run on a time budget
@@ -409,9 +456,25 @@ class _Pool:
         self.last_change_s = 0.0
         self.open_batches: list[int] = []
         self.scan_from = 0
+        # Regions: requests routed here and not yet started; replicas not failed; under faults, each
+        # replica's count of faults holding it down and the batches running on it (process -> batch).
+        self.own_times = False  # batches of one use the arrivals' service_s
+        self.backlog = 0
+        self.up = self.size
+        self.down: list[int] | None = None
+        self.running: list[dict[simpy.Process, tuple[list[int], int]]] | None = None
 
     def slot_stream_name(self, r: int) -> str:
-        return f"service/replica-{r}" if self.index == 0 else f"service/{self.name}/replica-{r}"
+        if self.index == 0 and not self.regional:
+            return f"service/replica-{r}"
+        return f"service/{self.name}/replica-{r}"
+
+    def expect_faults(self) -> None:
+        """Keep the state that faults need: which replicas serve, parked slots, running batches."""
+        self.serving = [True] * self.size
+        self.parked = [[] for _ in range(self.size)]
+        self.down = [0] * self.size
+        self.running = [{} for _ in range(self.size)]
 
 
 class _Model:
@@ -433,8 +496,15 @@ class _Model:
         self.tokens_in = arrivals["tokens_in"].tolist()
         self.tokens_out = arrivals["tokens_out"].tolist()
         service_s = arrivals.get("service_s")
-        own_times = service_s is not None and config.pool.batcher.max_batch_size == 1
-        self.service_s = service_s.tolist() if own_times else None
+        regions = config.regions
+        if regions is None:
+            own_times = [config.pool.batcher.max_batch_size == 1]
+        else:
+            own_times = [
+                regions.pool_of(k, config.pool).batcher.max_batch_size == 1
+                for k in range(len(regions.regions))
+            ]
+        self.service_s = service_s.tolist() if service_s is not None and any(own_times) else None
         self.fetch_s = (
             config.ingestion.delays_s(n, stream(seed, "ingestion")).tolist() if config.ingestion else None
         )
@@ -455,10 +525,33 @@ class _Model:
         self.fed_all = False
 
         depth = max(len(levels), 1)
-        self.pools = [_Pool(0, config.pool, depth, 0, seed)]
+        if regions is None:
+            self.pools = [_Pool(0, config.pool, depth, 0, seed)]
+        else:
+            self.pools = []
+            for k, region in enumerate(regions.regions):
+                offset = sum(len(pool.lines) for pool in self.pools)
+                self.pools.append(_Pool(k, regions.pool_of(k, config.pool), depth, offset, seed, region.name))
         if cascade is not None:
             self.pools.append(_Pool(1, cascade.small, depth, len(self.pools[0].lines), seed))
+        for pool, own in zip(self.pools, own_times, strict=False):
+            pool.own_times = own and self.service_s is not None
         self.lines = [line for pool in self.pools for line in pool.lines]
+        # Regions: each request's origin and serving region (-1 until routed), its lost batches.
+        self.origin: list[int] | None = None
+        self.region_of: list[int] | None = None
+        self.retries: list[int] | None = None
+        if regions is not None:
+            self.origin = arrivals["origin"].tolist()
+            self.region_of = [-1] * n
+            self.retries = [0] * n
+            self.prefer = [regions.preference(a) for a in range(len(regions.regions))]
+            self.failover, self.spill = regions.failover, regions.spill_backlog
+            for fault in regions.faults:
+                pool = self.pools[regions.names.index(fault.region)]
+                if pool.down is None:
+                    pool.expect_faults()
+                self.env.timeout(fault.at_s, (pool, fault)).callbacks.append(self._on_fault)
         self.entry = self.pools[-1]  # where a request goes when its features are ready
 
         # Per-request state of the controls, kept only when they are on.
@@ -515,6 +608,7 @@ class _Model:
         shed_length, shed_min = gateway.shed_queue_length, gateway.shed_min_priority
         timeout_s, full_reason = gateway.timeout_s, self.full_reason
         fetch_s, deadlines, to_pool, purge = self.fetch_s, self.deadlines, self._to_pool, self._purge
+        region_of = self.region_of
         tokens, refilled = burst, 0.0
         now = 0.0
         for i in range(self.n):
@@ -545,6 +639,10 @@ class _Model:
             self.backlog += 1
             if timeout_s is not None:
                 deadlines.append(i)
+            if region_of is not None:
+                k = self._route(i)
+                region_of[i] = k
+                self.pools[k].backlog += 1
             if fetch_s is not None and fetch_s[i] > 0:
                 state[i] = _FETCHING
                 env.timeout(fetch_s[i], i).callbacks.append(self._on_features_ready)
@@ -555,17 +653,21 @@ class _Model:
     def _purge(self, now: float) -> None:
         """Time out every waiting request whose deadline is ``now`` or earlier."""
         deadlines, t, state, timeout_s = self.deadlines, self.t, self.state, self.timeout_s
-        escalated = self.first_batch
+        escalated, retries, region_of = self.first_batch, self.retries, self.region_of
         while deadlines and t[deadlines[0]] + timeout_s <= now:
             i = deadlines.popleft()
             if state[i] == _IN_LINE:
                 if escalated is not None and escalated[i] >= 0:
                     continue  # it has started on the small model: no deadline any more
+                if retries is not None and retries[i]:
+                    continue  # it started before its batch was lost: no deadline any more
                 self.lines[self.line_of[i]].count -= 1
             elif state[i] != _FETCHING:
                 continue
             state[i] = _TIMED_OUT
             self.backlog -= 1
+            if region_of is not None:
+                self.pools[region_of[i]].backlog -= 1
 
     def _finished(self) -> bool:
         """Nothing left to do in a run without a horizon: the controllers may stop."""
@@ -587,9 +689,15 @@ class _Model:
 
     def _to_pool(self, i: int, now: float) -> None:
         self.ready[i] = now
-        self._join(i, now, self.entry)
+        if self.region_of is None:
+            self._join(i, now, self.entry)
+            return
+        pool = self.pools[self.region_of[i]]
+        if pool.up == 0 and self.failover:  # its region failed while the features were fetched
+            pool = self._move(i, pool)
+        self._join(i, now, pool)
 
-    def _join(self, i: int, now: float, pool: _Pool) -> None:
+    def _join(self, i: int, now: float, pool: _Pool, front: bool = False) -> None:
         if pool.timebox:
             need_s = self._expected_s(i)
             spare_s = self.t[i] + self.config.timebox.budget_s - now - need_s
@@ -603,10 +711,13 @@ class _Model:
         self.joined[i] = now
         self.line_of[i] = k
         self.state[i] = _IN_LINE
-        line.by_priority[self.rank[i]].append(i)
+        if front:
+            line.by_priority[self.rank[i]].appendleft(i)
+        else:
+            line.by_priority[self.rank[i]].append(i)
         line.count += 1
         pool.last_join_s = now
-        if pool.serving is not None and pool.active == 0:  # scaled to zero: the request asks for one
+        if pool.scaler is not None and pool.active == 0:  # scaled to zero: the request asks for one
             self._scale_up(pool, 1, now)
         # Wake a free slot when the line stops being empty or fills a batch; the rest is its timer's job.
         if line.idle_slots and (line.count == 1 or line.count >= pool.max_size):
@@ -664,7 +775,7 @@ class _Model:
 
     def _after_batch(self, pool: _Pool, r: int, batch: list[int], now: float) -> None:
         """A batch ended: retire a draining replica, escalate what the small model is unsure of."""
-        if pool.serving is not None:
+        if pool.scaler is not None:
             pool.last_busy_s = now
             if pool.status[r] == _DRAINING and pool.in_service[r] == 0:
                 self._off(pool, r, now)
@@ -724,9 +835,10 @@ class _Model:
     ) -> Generator[simpy.Event, None, None]:
         env, state, batch_of = self.env, self.state, self.batch_of
         tokens_in, tokens_out = self.tokens_in, self.tokens_out
-        service_s = self.service_s if pool.index == 0 else None
+        service_s = self.service_s if pool.own_times else None
         batches, batch_time_s, take = self.batches, pool.config.service.batch_time_s, self._take
         timeout_s, in_service, serving, index = self.timeout_s, pool.in_service, pool.serving, pool.index
+        regional, running = pool.regional, pool.running
         while True:
             now = env.now
             if serving is not None and not serving[r]:  # the replica is off or starting: wait for it
@@ -770,13 +882,113 @@ class _Model:
                 batch_of[i] = k
             batches.append((now, now + duration_s, r, size, index))
             self.backlog -= size
+            if regional:
+                pool.backlog -= size
             in_service[r] += size
             if line.count and line.idle_slots:
                 line.wake_one()
-            yield env.timeout(duration_s)
+            if running is None:
+                yield env.timeout(duration_s)
+            else:  # a fault may end the batch early: then _fail has put its requests back already
+                me = env.active_process
+                running[r][me] = (batch, k)
+                try:
+                    yield env.timeout(duration_s)
+                except simpy.Interrupt:
+                    continue
+                del running[r][me]
             in_service[r] -= size
             if pool.after is not None:
                 pool.after(pool, r, batch, env.now)
+
+    # -- regions and faults -------------------------------------------------------------------------
+    def _route(self, i: int) -> int:
+        """The region for request ``i``: its nearest, or the nearest healthy one not over the spill bound."""
+        prefer = self.prefer[self.origin[i]]
+        if not self.failover:
+            return prefer[0]
+        pools, spill = self.pools, self.spill
+        healthy = [k for k in prefer if pools[k].up > 0]
+        if not healthy:  # nowhere to go: wait at the nearest region for a recovery
+            return prefer[0]
+        if spill is not None:
+            for k in healthy:
+                if pools[k].backlog < spill:
+                    return k
+        return healthy[0]
+
+    def _move(self, i: int, pool: _Pool) -> _Pool:
+        """Route ``i`` again (its region ``pool`` cannot serve); it stays counted in one region's backlog."""
+        k = self._route(i)
+        pool.backlog -= 1
+        self.pools[k].backlog += 1
+        self.region_of[i] = k
+        return self.pools[k]
+
+    def _on_fault(self, event: simpy.Event) -> None:
+        pool, fault = event.value
+        now = self.env.now
+        if self.timeout_s is not None:
+            self._purge(now)
+        down = pool.down
+        if fault.replicas == "all":
+            taken = list(range(pool.size))
+        else:  # the highest-numbered replicas still up
+            taken = [r for r in range(pool.size - 1, -1, -1) if down[r] == 0][: fault.replicas]
+        failed = []
+        for r in taken:
+            down[r] += 1
+            if down[r] == 1:
+                pool.serving[r] = False
+                pool.up -= 1
+                failed.append(r)
+        for line in pool.lines:  # idle slots of the failed replicas must notice and park
+            line.wake_all()
+        for r in failed:
+            lost, pool.running[r] = pool.running[r], {}
+            for process, (batch, k) in lost.items():
+                process.interrupt()
+                self._lose(pool, r, batch, k, now)
+        if pool.up == 0 and self.failover:
+            self._evacuate(pool, now)
+        if fault.duration_s is not None:
+            self.env.timeout(fault.duration_s, (pool, taken)).callbacks.append(self._on_recovery)
+
+    def _lose(self, pool: _Pool, r: int, batch: list[int], k: int, now: float) -> None:
+        """A batch died with its replica: end its record now and retry its requests, oldest first."""
+        start_s, _, replica, size, index = self.batches[k]
+        self.batches[k] = (start_s, now, replica, size, index)
+        pool.in_service[r] -= size
+        self.backlog += size
+        pool.backlog += size
+        for i in reversed(batch):  # each goes to the front of its line: reversed keeps their order
+            self.batch_of[i] = -1
+            self.retries[i] += 1
+            target = pool
+            if pool.up == 0 and self.failover:
+                target = self._move(i, pool)
+            self._join(i, now, target, front=True)
+
+    def _evacuate(self, pool: _Pool, now: float) -> None:
+        """The region has no replica left: move its waiting requests to the nearest healthy regions."""
+        if all(other.up == 0 for other in self.pools):
+            return
+        state = self.state
+        for line in pool.lines:
+            waiting = [i for queue in line.by_priority for i in queue if state[i] == _IN_LINE]
+            for queue in line.by_priority:
+                queue.clear()
+            line.count = 0
+            for i in waiting:
+                self._join(i, now, self._move(i, pool))
+
+    def _on_recovery(self, event: simpy.Event) -> None:
+        pool, taken = event.value
+        for r in taken:
+            pool.down[r] -= 1
+            if pool.down[r] == 0:
+                pool.up += 1
+                self._serve(pool, r)
 
     # -- autoscaler ---------------------------------------------------------------------------------
     def _scale_up(self, pool: _Pool, count: int, now: float) -> None:
@@ -1177,6 +1389,14 @@ def _request_log(
     timeout_s = config.gateway.timeout_s
     deadline_s = arrived + (timeout_s if timeout_s is not None else np.inf)
     responded = model_end + config.network_hop_s
+    rtt_s = None
+    if config.regions is not None:  # the whole round trip between the user and the serving region
+        region_of = np.asarray(model.region_of, dtype=np.int64)
+        origin = columns["origin"]
+        rtt_s = np.where(
+            region_of >= 0, config.regions.rtt_matrix()[origin, np.maximum(region_of, 0)], np.nan
+        )
+        responded = responded + rtt_s
     if human.any():
         responded = responded + np.where(human, cascade.human_delay_s, 0.0)
     if horizon_s is None:
@@ -1232,6 +1452,13 @@ def _request_log(
         log["escalated_s"] = escalated_s
         log["degraded"] = degraded
         log = log[list(REQUEST_LOG_COLUMNS) + list(CONTROL_LOG_COLUMNS)]
+    if rtt_s is not None:
+        names = np.asarray(list(config.regions.names) + [""], dtype=object)
+        log["origin_region"] = names[columns["origin"]]
+        log["region"] = names[region_of]  # -1 picks ""
+        log["rtt_s"] = rtt_s
+        log["retries"] = np.asarray(model.retries, dtype=np.int64)
+        log = log[[c for c in log.columns if c not in REGION_LOG_COLUMNS] + list(REGION_LOG_COLUMNS)]
     return log, batches, deadline_s, horizon_s, second_wait
 
 
@@ -1281,9 +1508,11 @@ def simulate(
 
     ``seed`` fixes every random draw: the fetch delays (stream ``"ingestion"``), each replica's batch
     times (``"service/replica-<r>"``, ``"service/<pool name>/replica-<r>"`` for a cascade's small
-    model) and the balancer's choices (``"balancer"``). ``horizon_s`` stops the run (default: run
-    until every request has its outcome). ``progress`` shows a tqdm bar that advances with simulated
-    time. See the module docstring for the model and ``scaleplay.controls`` for the controls.
+    model and ``"service/<region>/replica-<r>"`` with regions), the balancer's choices
+    (``"balancer"``) and, with regions, the requests' origins (``"origin"``). ``horizon_s`` stops the
+    run (default: run until every request has its outcome). ``progress`` shows a tqdm bar that
+    advances with simulated time. See the module docstring for the model, ``scaleplay.controls`` for
+    the controls and ``scaleplay.regions`` for regions and faults.
     """
     if not isinstance(config, PlatformConfig):
         raise TypeError(f"config must be a PlatformConfig, got {type(config).__name__}")
@@ -1297,6 +1526,18 @@ def simulate(
     columns = _arrival_arrays(arrivals, with_difficulty=config.cascade is not None)
     n = len(columns["t_s"]) if horizon_s is None else int(np.searchsorted(columns["t_s"], horizon_s, "left"))
     columns = {name: values[:n] for name, values in columns.items()}
+    regions = config.regions
+    if regions is not None:
+        scaled = any(regions.pool_of(k, config.pool).autoscaler for k in range(len(regions.regions)))
+        if scaled and horizon_s is None and any(f.duration_s is None for f in regions.faults):
+            # requests stuck behind a permanent fault would keep the autoscalers polling for ever
+            raise ValueError("horizon_s must be set when a region has an autoscaler and a fault is permanent")
+        if "origin_region" in arrivals.columns:
+            columns["origin"] = _check_origin_names(
+                arrivals["origin_region"].iloc[:n].tolist(), regions.names
+            )
+        else:
+            columns["origin"] = regions.draw_origins(n, stream(seed, "origin"))
 
     model = _Model(columns, config, seed, horizon_s)
     model.run(horizon_s, progress)
