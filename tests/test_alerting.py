@@ -20,7 +20,7 @@ from scaleplay.alerting import (
     judge_requests,
     window_label,
 )
-from scaleplay.profiles import AffineServiceTime
+from scaleplay.profiles import AffineServiceTime, RandomServiceTime
 from scaleplay.simulator import PlatformConfig, PoolConfig, simulate
 
 SLO_1S = SLO(latency_s=1.0, target=0.999)  # budget 0.1%, period 30 days
@@ -166,3 +166,22 @@ def test_detection_time_matches_the_workbook_table():
 def test_bad_input_is_refused(build, error, match):
     with pytest.raises(error, match=match):
         build()
+
+
+def test_a_simulated_flash_crowd_pages_during_it_and_clears_after():
+    """A flash crowd of twice the traffic for 20 minutes overloads a fixed fleet sized for 70% load:
+    requests queue past the latency SLO, the fast page fires inside the crowd (never before it) and
+    clears once the backlog has drained, well before the run ends."""
+    from scaleplay.workload import Burst, Workload, generate_arrivals  # noqa: PLC0415
+
+    crowd = Burst(start_s=3600.0, duration_s=1200.0, multiplier=2.0)
+    workload = Workload.from_rate(2.8, bursts=(crowd,))
+    arrivals = generate_arrivals(workload, 3 * 3600.0, seed=11)
+    pool = PoolConfig(4, RandomServiceTime(AffineServiceTime(fixed_s=1.0)))  # capacity 4/s, 70% at 2.8/s
+    report = evaluate_alerts(simulate(arrivals, PlatformConfig(pool), seed=11).log, SLO(latency_s=10.0))
+    pages = report.alerts[report.alerts["rule"] == "page_fast"]
+    assert not pages.empty
+    assert pages["fired_s"].min() > crowd.start_s
+    assert pages["fired_s"].min() < crowd.end_s
+    assert (pages["cleared_s"] < 3 * 3600.0).all()
+    assert report.budget_consumed > 0
