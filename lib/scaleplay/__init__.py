@@ -15,6 +15,7 @@ Modules, in the order data flows through them (``lib/README.md`` draws the map):
 - ``capacity``: the back-of-the-envelope chain from users to replicas and dollars.
 - ``cost``, ``alerting``, ``planner``: the bill, SLO burn-rate alerts, and the sizing loop that
   finds the cheapest configuration meeting an SLO.
+- ``scenario``: a reader's scenario in YAML, planned phase by phase (``python -m scaleplay plan``).
 - ``rng``, ``schema``, ``backend``, ``report``: named random streams, the tables' columns, the array
   backend for GPU kernels, and helpers for the book's chapters.
 """
@@ -36,6 +37,7 @@ from .planner import ModelOption, plan, roofline_option
 from .profiles import AffineServiceTime, RandomServiceTime, RooflineServiceTime, TabulatedServiceTime
 from .regions import Fault, Region, RegionsConfig, fault_impact, region_report
 from .rng import seed_sequence, stream
+from .scenario import Scenario, load_scenario, plan_scenario
 from .simulator import (
     BatcherConfig,
     GatewayConfig,
@@ -52,6 +54,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SLO",
+    "Scenario",
+    "load_scenario",
+    "plan_scenario",
     "AffineServiceTime",
     "AutoscalerConfig",
     "CascadeConfig",
