@@ -45,7 +45,7 @@ import pandas as pd
 
 from ._validate import check_in, check_int, check_non_negative, check_positive, check_probability
 from .capacity import HOURS_PER_MONTH
-from .metrics import _interval_widths
+from .metrics import interval_widths
 from .schema import REQUEST_LOG_COLUMNS, TIMELINE_COLUMNS, check_columns
 
 __all__ = [
@@ -228,7 +228,7 @@ def fleet_profile(
         timeline, {c: TIMELINE_COLUMNS[c] for c in ("t_s", "replicas", "busy_replicas")}, "timeline"
     )
     gpus_per_replica = check_int("gpus_per_replica", gpus_per_replica, minimum=1)
-    widths = _interval_widths(timeline, horizon_s)
+    widths = interval_widths(timeline, horizon_s)
     return pd.DataFrame(
         {
             "t_s": timeline["t_s"].to_numpy(dtype=np.float64),

@@ -26,6 +26,7 @@ from .schema import OUTCOMES, REQUEST_LOG_COLUMNS, TIMELINE_COLUMNS, check_colum
 
 __all__ = [
     "STAGES",
+    "interval_widths",
     "latency_percentiles",
     "stage_breakdown",
     "outcome_counts",
@@ -174,7 +175,7 @@ def utilization(timeline: pd.DataFrame, *, horizon_s: float | None = None) -> fl
     interval may be shorter than the others); without it the last interval is as long as the others.
     """
     _need(timeline, "timeline", TIMELINE_COLUMNS, ["busy_replicas", "replicas"])
-    widths = _interval_widths(timeline, horizon_s)
+    widths = interval_widths(timeline, horizon_s)
     provisioned = float(np.dot(timeline["replicas"].to_numpy(dtype=np.float64), widths))
     busy = float(np.dot(timeline["busy_replicas"].to_numpy(dtype=np.float64), widths))
     return busy / provisioned if provisioned > 0 else math.nan
@@ -231,7 +232,7 @@ def peak_hour_successes(log: pd.DataFrame, slo_s: float, window_s: float = 3600.
     )
 
 
-def _interval_widths(timeline: pd.DataFrame, horizon_s: float | None) -> np.ndarray:
+def interval_widths(timeline: pd.DataFrame, horizon_s: float | None) -> np.ndarray:
     """Length of each timeline interval: up to the next ``t_s``, the last one up to ``horizon_s``."""
     _need(timeline, "timeline", TIMELINE_COLUMNS, ["t_s"])
     t = timeline["t_s"].to_numpy(dtype=np.float64)
@@ -270,7 +271,7 @@ def littles_law(
     """
     _need(timeline, "timeline", TIMELINE_COLUMNS, ["t_s", "queue_length"])
     _need(log, "log", REQUEST_LOG_COLUMNS, ["arrived_s", "features_ready_s", "model_start_s", "outcome"])
-    widths = _interval_widths(timeline, horizon_s)
+    widths = interval_widths(timeline, horizon_s)
     start_s = float(timeline["t_s"].iloc[0])
     end_s = start_s + float(widths.sum())
     ready = log["features_ready_s"]
@@ -316,7 +317,7 @@ def summarize(
     timeline's window, which ends at ``horizon_s`` (see ``utilization``).
     """
     slo_s = check_positive("slo_s", slo_s)
-    widths = _interval_widths(timeline, horizon_s)
+    widths = interval_widths(timeline, horizon_s)
     start_s = float(timeline["t_s"].iloc[0])
     end_s = start_s + float(widths.sum())
     counts = outcome_counts(log)
