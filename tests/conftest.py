@@ -10,6 +10,7 @@ import pandas as pd
 
 from scaleplay.queueing import erlang_c
 from scaleplay.rng import stream
+from scaleplay.schema import OUTCOMES
 
 
 def make_arrivals(
@@ -107,3 +108,13 @@ def mm1k_blocking(load: float, waiting_room: int) -> float:
     if math.isclose(load, 1.0):
         return 1.0 / (k + 1)
     return (1.0 - load) * load**k / (1.0 - load ** (k + 1))
+
+
+def assert_outcomes_balance(log: pd.DataFrame, timeline: pd.DataFrame, arrivals: pd.DataFrame) -> None:
+    """Every arrived request once, in order, with one outcome; the timeline's counts match the log."""
+    assert log["request_id"].tolist() == arrivals["request_id"].tolist()[: len(log)]
+    assert log["outcome"].isin(OUTCOMES).all()
+    assert ((log["reject_reason"] != "") == (log["outcome"] == "rejected")).all()
+    for name in ("rejected", "completed", "timed_out"):
+        assert timeline[name].sum() == (log["outcome"] == name).sum(), name
+    assert timeline["arrived"].sum() == len(log)

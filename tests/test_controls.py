@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_arrivals
+from conftest import assert_outcomes_balance, make_arrivals
 from scaleplay.controls import (
     AutoscalerConfig,
     CascadeConfig,
@@ -29,7 +29,7 @@ from scaleplay.controls import (
 from scaleplay.metrics import latency_percentiles
 from scaleplay.profiles import AffineServiceTime, RandomServiceTime, load_model, model_names
 from scaleplay.rng import stream
-from scaleplay.schema import CONTROL_LOG_COLUMNS, CONTROL_TIMELINE_COLUMNS, OUTCOMES, REQUEST_LOG_COLUMNS
+from scaleplay.schema import CONTROL_LOG_COLUMNS, CONTROL_TIMELINE_COLUMNS, REQUEST_LOG_COLUMNS
 from scaleplay.simulator import BatcherConfig, GatewayConfig, PlatformConfig, PoolConfig, simulate
 from scaleplay.workload import Burst, DiurnalCosine, Workload, generate_arrivals
 
@@ -69,12 +69,7 @@ def provisioned_at(result, t_s: float) -> int:
 def check_books(result, arrivals: pd.DataFrame) -> None:
     """Every request once with one outcome, the timeline's counts matching the log."""
     log, timeline = result.log, result.timeline
-    assert log["request_id"].tolist() == arrivals["request_id"].tolist()[: len(log)]
-    assert log["outcome"].isin(OUTCOMES).all()
-    assert ((log["reject_reason"] != "") == (log["outcome"] == "rejected")).all()
-    for name in ("rejected", "completed", "timed_out"):
-        assert timeline[name].sum() == (log["outcome"] == name).sum(), name
-    assert timeline["arrived"].sum() == len(log)
+    assert_outcomes_balance(log, timeline, arrivals)
     done = log["outcome"] == "completed"
     assert log.loc[done, ["model_start_s", "model_end_s", "responded_s"]].notna().all().all()
     assert (log.loc[done, "model_start_s"] <= log.loc[done, "model_end_s"]).all()
