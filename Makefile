@@ -43,9 +43,10 @@ build-check: setup
 	rm -rf _build
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
 
-# Re-execute every chapter and rewrite its paired notebook (text outputs kept, images dropped).
+# Re-execute every chapter (or CHAPTERS="envelope roadmap") and rewrite its paired notebook
+# (text outputs kept, images dropped).
 notebooks: setup
-	$(BIN)/python tools/notebooks.py write
+	$(BIN)/python tools/notebooks.py write $(CHAPTERS)
 
 lab: setup
 	$(BIN)/python -c 'import jupyterlab' 2>/dev/null || $(BIN)/python -m pip install --quiet jupyterlab

@@ -191,7 +191,7 @@ def test_every_price_has_a_source_and_a_date_and_loads_by_name():
     assert (table["source"].str.len() > 0).all() and (table["source_date"].str.len() > 0).all()
     assert set(priced_hardware()) <= set(hardware_names())
     h100 = load_prices("H100 SXM")
-    assert h100.on_demand_usd_per_gpu_hour == pytest.approx(98.32 / 8, abs=1e-3)
+    assert h100.on_demand_usd_per_gpu_hour == pytest.approx(55.04 / 8, abs=1e-3)  # p5.48xlarge / 8
     for name in priced_hardware():
         prices = load_prices(name)
         assert prices.hardware == name and prices.serverless_usd_per_gpu_s > 0

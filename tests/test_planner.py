@@ -197,13 +197,13 @@ def test_the_peak_window_and_roofline_options():
     launch = Workload.from_rate(1.0, bursts=(Burst(7200.0, 600.0, 3.0),))
     assert peak_start_s(launch, 600.0) == 7200.0
     option = roofline_option("Llama-3.1-8B", "int8")
-    assert option.usd_per_replica_hour == pytest.approx(98.32 / 8, abs=1e-3)
+    assert option.usd_per_replica_hour == pytest.approx(55.04 / 8, abs=1e-3)  # p5.48xlarge / 8
     assert (option.tier, option.quantization, option.gpus_per_replica) == ("Llama-3.1-8B", "int8", 1)
     # Llama-3.1-70B in bf16 (141 GB) does not fit one 80 GB H100; two GPUs or int8 weights do.
     with pytest.raises(ValueError, match="tensor_parallel"):
         roofline_option("Llama-3.1-70B", "bf16")
     assert roofline_option("Llama-3.1-70B", "bf16", tensor_parallel=2).usd_per_replica_hour == pytest.approx(
-        2 * 98.32 / 8, abs=1e-3
+        2 * 55.04 / 8, abs=1e-3
     )
     assert roofline_option("Llama-3.1-70B", "int8", usd_per_gpu_hour=2.0).usd_per_replica_hour == 2.0
 

@@ -2,6 +2,7 @@
 
     python tools/notebooks.py check   # fail if a notebook's inputs differ from its chapter's
     python tools/notebooks.py write   # re-execute every chapter and rewrite its notebook
+    python tools/notebooks.py write envelope roadmap   # only these chapters
 
 A chapter is a book/*.md with a ``kernelspec`` in its front matter. ``check`` compares cell types,
 sources and metadata, so it does not depend on file times (which mean nothing after a checkout,
@@ -79,9 +80,14 @@ def _strip_images(notebook: nbformat.NotebookNode) -> None:
                 output.get("data", {}).pop(mime, None)
 
 
-def write() -> int:
+def write(names: list[str]) -> int:
     NOTEBOOKS.mkdir(exist_ok=True)
-    for chapter in chapters():
+    known = {c.stem: c for c in chapters()}
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        print(f"no chapter named {', '.join(unknown)}; chapters: {', '.join(known)}", file=sys.stderr)
+        return 2
+    for chapter in [known[n] for n in names] if names else known.values():
         notebook = jupytext.read(chapter)
         # Keep the kernel and the pairing; drop what churns between runs and machines.
         notebook.metadata = nbformat.from_dict(
@@ -105,7 +111,11 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("action", choices=("check", "write"))
-    return {"check": check, "write": write}[parser.parse_args().action]()
+    parser.add_argument("chapters", nargs="*", help="write only these chapters (names without .md)")
+    args = parser.parse_args()
+    if args.action == "check":
+        return check()
+    return write(args.chapters)
 
 
 if __name__ == "__main__":
