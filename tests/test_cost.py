@@ -12,12 +12,14 @@ import pytest
 
 from conftest import make_arrivals
 from scaleplay.capacity import HOURS_PER_MONTH
+from scaleplay.controls import CascadeConfig
 from scaleplay.cost import (
     BILL_COLUMNS,
     FLEET_PROFILE_COLUMNS,
     Prices,
     best_reserved_gpus,
     fleet_profile,
+    gpu_profile,
     load_prices,
     monthly_bill,
     price_table,
@@ -86,6 +88,38 @@ def test_cost_of_a_small_run_equals_the_hand_computation():
     profile = fleet_profile(result.timeline, gpus_per_replica=2, horizon_s=result.horizon_s)
     assert list(profile.columns) == list(FLEET_PROFILE_COLUMNS)
     assert float(np.dot(profile["gpus"], profile["duration_s"])) == pytest.approx(40.0)
+
+
+def test_gpu_profile_adds_the_pools_of_a_cascade_with_their_own_gpus():
+    # Ten requests one second apart; a small pool (1 replica of 1 GPU, 0.5 s per request) escalates
+    # the hard half (difficulty 0.9) to a large pool (2 replicas of 2 GPUs, 1 s per request). Held:
+    # (1 x 1 + 2 x 2) GPUs for the whole run; busy: 10 x 0.5 s x 1 GPU + 5 x 1 s x 2 GPUs = 15 GPU-s.
+    arrivals = make_arrivals(np.arange(10.0))
+    arrivals["difficulty"] = np.where(np.arange(10) % 2 == 0, 0.1, 0.9)
+    small = PoolConfig(1, AffineServiceTime(fixed_s=0.5), name="small")
+    large = PoolConfig(2, AffineServiceTime(fixed_s=1.0), name="large")
+    config = PlatformConfig(large, cascade=CascadeConfig(small))
+    result = simulate(arrivals, config, seed=0)
+    profile = gpu_profile(result, {"small": 1, "large": 2}, step_s=3.0)
+    assert list(profile.columns) == list(FLEET_PROFILE_COLUMNS)
+    assert profile["duration_s"].sum() == pytest.approx(result.horizon_s)
+    assert np.allclose(profile["gpus"], 5.0)
+    assert float(np.dot(profile["busy_gpus"], profile["duration_s"])) == pytest.approx(15.0)
+    assert (profile["busy_gpus"] <= profile["gpus"] + 1e-12).all()
+    # One pool, one GPU per replica: the same GPU-seconds as the Timeline's fleet_profile.
+    single = simulate(arrivals, PlatformConfig(PoolConfig(2, AffineServiceTime(fixed_s=1.0))), seed=0)
+    by_timeline = fleet_profile(single.timeline, horizon_s=single.horizon_s)
+    by_lives = gpu_profile(single, step_s=0.7)
+    for column in ("gpus", "busy_gpus"):
+        assert float(np.dot(by_lives[column], by_lives["duration_s"])) == pytest.approx(
+            float(np.dot(by_timeline[column], by_timeline["duration_s"]))
+        )
+    with pytest.raises(ValueError, match="gpus_per_replica lacks pools"):
+        gpu_profile(result, {"small": 1})
+    with pytest.raises(ValueError, match="step_s"):
+        gpu_profile(result, step_s=0.0)
+    with pytest.raises(TypeError, match="SimulationResult"):
+        gpu_profile(pd.DataFrame())
 
 
 # -- bills -------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from importlib import resources
 
@@ -59,6 +60,7 @@ __all__ = [
     "price_table",
     "priced_hardware",
     "fleet_profile",
+    "gpu_profile",
     "run_cost",
     "monthly_bill",
     "serverless_bill",
@@ -235,6 +237,80 @@ def fleet_profile(
             "duration_s": widths,
             "gpus": timeline["replicas"].to_numpy(dtype=np.float64) * gpus_per_replica,
             "busy_gpus": timeline["busy_replicas"].to_numpy(dtype=np.float64) * gpus_per_replica,
+        }
+    )
+
+
+def _area_at(
+    points_s: np.ndarray, starts_s: np.ndarray, ends_s: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """The integral from 0 to each point of a sum of boxes (``weight`` on ``[start, end)``).
+
+    The integral of a step function is piecewise linear between its steps, so it is computed
+    exactly at the steps and interpolated in between.
+    """
+    if len(starts_s) == 0:
+        return np.zeros(len(points_s))
+    times = np.concatenate([starts_s, ends_s])
+    order = np.argsort(times, kind="stable")
+    times = times[order]
+    level = np.cumsum(np.concatenate([weights, -weights])[order])
+    area = np.concatenate([[0.0], np.cumsum(level[:-1] * np.diff(times))])
+    return np.interp(points_s, times, area, left=0.0)
+
+
+def gpu_profile(
+    result: object, gpus_per_replica: int | Mapping[str, int] = 1, *, step_s: float = 60.0
+) -> pd.DataFrame:
+    """The GPUs a run held and kept busy, on a grid of ``step_s`` (``FLEET_PROFILE_COLUMNS``).
+
+    Unlike ``fleet_profile``, which reads one Timeline, this adds up every pool of the run (a
+    cascade's small and large models, with their own ``gpus_per_replica``: a number for all pools or
+    a mapping from pool name) from ``SimulationResult.provisioning`` (each replica is billed from the
+    moment it is asked for, cold start included, until it is removed) and ``batches`` (a replica is
+    busy while some batch runs on it).
+    """
+    for name in ("provisioning", "batches", "horizon_s"):
+        if getattr(result, name, None) is None:
+            raise TypeError(f"result must be a SimulationResult (with .{name}), got {type(result).__name__}")
+    step_s = check_positive("step_s", step_s)
+    prov, batches, horizon_s = result.provisioning, result.batches, float(result.horizon_s)
+    pools = sorted(set(prov["pool"]))
+    if isinstance(gpus_per_replica, Mapping):
+        missing = sorted(set(pools) - set(gpus_per_replica))
+        if missing:
+            raise ValueError(f"gpus_per_replica lacks pools {missing}; the run's pools are {pools}")
+        per_pool = {p: check_int(f"gpus_per_replica[{p!r}]", gpus_per_replica[p], minimum=1) for p in pools}
+    else:
+        per_pool = dict.fromkeys(pools, check_int("gpus_per_replica", gpus_per_replica, minimum=1))
+    edges = np.append(np.arange(0.0, horizon_s, step_s), horizon_s)
+    held = prov["pool"].map(per_pool).to_numpy(dtype=np.float64)
+    ends = np.minimum(prov["end_s"].fillna(horizon_s).to_numpy(dtype=np.float64), horizon_s)
+    held_area = _area_at(edges, prov["requested_s"].to_numpy(dtype=np.float64), ends, held)
+    busy_starts, busy_ends, busy_gpus = [], [], []
+    for (pool, _), group in batches.groupby(["pool", "replica"], sort=False):
+        # Merge overlapping batches (concurrent slots) so that a replica counts once while busy.
+        s = group["start_s"].to_numpy(dtype=np.float64)
+        order = np.argsort(s, kind="stable")
+        s = s[order]
+        e = np.maximum.accumulate(np.minimum(group["end_s"].to_numpy(dtype=np.float64)[order], horizon_s))
+        opens = np.concatenate(([True], s[1:] > e[:-1]))
+        closes = np.concatenate((opens[1:], [True]))
+        busy_starts.append(s[opens])
+        busy_ends.append(e[closes])
+        busy_gpus.append(np.full(int(opens.sum()), float(per_pool[pool])))
+    busy_area = (
+        _area_at(edges, *(np.concatenate(x) for x in (busy_starts, busy_ends, busy_gpus)))
+        if busy_starts
+        else np.zeros(len(edges))
+    )
+    widths = np.diff(edges)
+    return pd.DataFrame(
+        {
+            "t_s": edges[:-1],
+            "duration_s": widths,
+            "gpus": np.diff(held_area) / widths,
+            "busy_gpus": np.diff(busy_area) / widths,
         }
     )
 
