@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 BOOK_FLAGS := -W -n --keep-going
 
-.PHONY: setup book test lint unit pairing nbval build-check notebooks lab clean
+.PHONY: setup book test lint unit pairing nbval build-check site-check notebooks lab clean
 
 setup: $(STAMP)
 
@@ -22,14 +22,15 @@ book: setup
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
 	@echo "Site: file://$(CURDIR)/_build/html/index.html"
 
-test: setup lint unit pairing nbval build-check
+test: setup lint unit pairing nbval build-check site-check
 	@echo "make test: every check passed"
 
 lint: setup
-	$(BIN)/ruff check lib tests benchmarks tools
+	$(BIN)/ruff check lib tests benchmarks tools _ext
 
+# tests/site needs the built site: site-check runs it after build-check.
 unit: setup
-	$(BIN)/python -m pytest -q tests lib/scaleplay --doctest-modules
+	$(BIN)/python -m pytest -q tests lib/scaleplay --doctest-modules --ignore=tests/site
 
 pairing: setup
 	$(BIN)/python tools/notebooks.py check
@@ -42,6 +43,11 @@ nbval: setup
 build-check: setup
 	rm -rf _build
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
+
+# The built site in headless Chromium: every page with its figures and a clean console, and search.
+# Skips, saying why, on a machine without a browser (-rs prints the reason).
+site-check: setup
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider -m site tests/site
 
 # Re-execute every chapter (or CHAPTERS="envelope roadmap") and rewrite its paired notebook
 # (text outputs kept, images dropped).
