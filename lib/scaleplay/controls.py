@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from ._validate import check_in, check_int, check_non_negative, check_positive, check_probability
+from .metrics import busy_intervals
 
 if TYPE_CHECKING:
     from .profiles import ModelSpec
@@ -486,16 +487,8 @@ def autoscale_report(result: SimulationResult, pool: str | None = None) -> pd.Se
 
 def _busy_seconds(batches: pd.DataFrame, horizon_s: float) -> float:
     """Seconds some batch runs on a replica, per replica, summed (overlapping slots merged)."""
-    total = 0.0
-    for _, group in batches.groupby(["pool", "replica"], sort=False):
-        s = group["start_s"].to_numpy()
-        e = np.minimum(group["end_s"].to_numpy(), horizon_s)
-        order = np.argsort(s, kind="stable")
-        s, e = s[order], np.maximum.accumulate(e[order])
-        opens = np.concatenate(([True], s[1:] > e[:-1]))
-        closes = np.concatenate((opens[1:], [True]))
-        total += float(np.sum(e[closes] - s[opens]))
-    return total
+    busy = busy_intervals(batches, horizon_s)
+    return float((busy["end_s"] - busy["start_s"]).sum())
 
 
 def cascade_report(

@@ -46,7 +46,7 @@ import pandas as pd
 
 from ._validate import check_in, check_int, check_non_negative, check_positive, check_probability
 from .capacity import HOURS_PER_MONTH
-from .metrics import interval_widths
+from .metrics import busy_intervals, interval_widths
 from .schema import REQUEST_LOG_COLUMNS, TIMELINE_COLUMNS, check_columns
 
 __all__ = [
@@ -287,22 +287,12 @@ def gpu_profile(
     held = prov["pool"].map(per_pool).to_numpy(dtype=np.float64)
     ends = np.minimum(prov["end_s"].fillna(horizon_s).to_numpy(dtype=np.float64), horizon_s)
     held_area = _area_at(edges, prov["requested_s"].to_numpy(dtype=np.float64), ends, held)
-    busy_starts, busy_ends, busy_gpus = [], [], []
-    for (pool, _), group in batches.groupby(["pool", "replica"], sort=False):
-        # Merge overlapping batches (concurrent slots) so that a replica counts once while busy.
-        s = group["start_s"].to_numpy(dtype=np.float64)
-        order = np.argsort(s, kind="stable")
-        s = s[order]
-        e = np.maximum.accumulate(np.minimum(group["end_s"].to_numpy(dtype=np.float64)[order], horizon_s))
-        opens = np.concatenate(([True], s[1:] > e[:-1]))
-        closes = np.concatenate((opens[1:], [True]))
-        busy_starts.append(s[opens])
-        busy_ends.append(e[closes])
-        busy_gpus.append(np.full(int(opens.sum()), float(per_pool[pool])))
-    busy_area = (
-        _area_at(edges, *(np.concatenate(x) for x in (busy_starts, busy_ends, busy_gpus)))
-        if busy_starts
-        else np.zeros(len(edges))
+    busy = busy_intervals(batches, horizon_s)
+    busy_area = _area_at(
+        edges,
+        busy["start_s"].to_numpy(dtype=np.float64),
+        busy["end_s"].to_numpy(dtype=np.float64),
+        busy["pool"].map(per_pool).to_numpy(dtype=np.float64),
     )
     widths = np.diff(edges)
     return pd.DataFrame(

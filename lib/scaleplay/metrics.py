@@ -27,6 +27,7 @@ from .schema import OUTCOMES, REQUEST_LOG_COLUMNS, TIMELINE_COLUMNS, check_colum
 __all__ = [
     "STAGES",
     "interval_widths",
+    "busy_intervals",
     "latency_percentiles",
     "stage_breakdown",
     "outcome_counts",
@@ -250,6 +251,25 @@ def interval_widths(timeline: pd.DataFrame, horizon_s: float | None) -> np.ndarr
                 f"{float(t[-1]) if len(t) else None!r}, got {horizon_s!r}"
             )
     return np.diff(np.append(t, end_s))
+
+
+def busy_intervals(batches: pd.DataFrame, horizon_s: float) -> pd.DataFrame:
+    """When each replica was busy: its batches (``SimulationResult.batches``) merged, so that
+    overlapping slots count once, and cut at ``horizon_s``. Columns ``pool``, ``replica``,
+    ``start_s``, ``end_s``."""
+    parts = []
+    for (pool, replica), group in batches.groupby(["pool", "replica"], sort=False):
+        s = group["start_s"].to_numpy(dtype=np.float64)
+        order = np.argsort(s, kind="stable")
+        s = s[order]
+        e = np.maximum.accumulate(np.minimum(group["end_s"].to_numpy(dtype=np.float64)[order], horizon_s))
+        opens = np.concatenate(([True], s[1:] > e[:-1]))
+        closes = np.concatenate((opens[1:], [True]))
+        merged = {"start_s": s[opens], "end_s": e[closes]}
+        parts.append(pd.DataFrame({"pool": pool, "replica": replica, **merged}))
+    if not parts:
+        return pd.DataFrame({"pool": [], "replica": [], "start_s": [], "end_s": []})
+    return pd.concat(parts, ignore_index=True)
 
 
 def littles_law(
