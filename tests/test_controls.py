@@ -529,13 +529,6 @@ SIGNALS = ModeSignals(queue_length=5.0)
             ValueError,
             "replicas",
         ),
-        (
-            lambda: PoolConfig(
-                1, EXPONENTIAL, policy="round_robin", autoscaler=AutoscalerConfig(max_replicas=2)
-            ),
-            ValueError,
-            "policy",
-        ),
         (lambda: PoolConfig(1, EXPONENTIAL, autoscaler=2), TypeError, "autoscaler"),
         (lambda: PoolConfig(1, EXPONENTIAL, name="cache"), ValueError, "name"),
         (lambda: PoolConfig(1, EXPONENTIAL, name=""), ValueError, "name"),

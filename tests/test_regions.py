@@ -211,7 +211,7 @@ def regional_platforms(draw: st.DrawFn) -> PlatformConfig:
     )
     service = draw(st.sampled_from([AffineServiceTime(fixed_s=1.0), EXPONENTIAL]))
     faulty = draw(st.booleans())
-    policy = "shared_queue" if faulty else draw(st.sampled_from(POLICIES))  # faults need a shared line
+    policy = draw(st.sampled_from(POLICIES))
     pool = PoolConfig(draw(st.integers(1, 3)), service, batcher, policy)
     names = ["a", "b", "c"][: draw(st.integers(1, 3))]
     shares = np.full(len(names), 1.0 / len(names))
@@ -317,14 +317,6 @@ TWO = (Region("a", 0.5), Region("b", 0.5))
             ),
             ValueError,
             "fault replicas",
-        ),
-        (
-            lambda: PlatformConfig(
-                PoolConfig(2, EXPONENTIAL, policy="round_robin"),
-                regions=RegionsConfig(TWO, ((0, 0), (0, 0)), faults=(Fault(1.0, "a"),)),
-            ),
-            ValueError,
-            "shared_queue",
         ),
     ],
 )

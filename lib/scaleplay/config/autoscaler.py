@@ -1,0 +1,177 @@
+"""The autoscaler's config: when a pool asks for replicas, and how long a new one takes to start.
+
+``AutoscalerConfig`` is set on a ``PoolConfig``; ``sim.controllers.autoscaler`` does the mechanics. The
+rules:
+
+- **Autoscaler** (``AutoscalerConfig``, set on a ``PoolConfig``). Every ``interval_s`` it measures the
+  pool's load and asks for ``desired_replicas``: *reactive* on the mean number of busy replicas over
+  the last interval divided by ``target`` utilization (``metric="utilization"``, Kubernetes' HPA
+  rule), or on the requests waiting or in service divided by ``target`` requests per replica
+  (``metric="concurrency"``, Knative's rule, sampled at the evaluation instant); *predictive* when a
+  ``forecast`` of the arrival rate is given: enough replicas for ``forecast(t + lead_s)`` at
+  ``replica_rate_per_s`` each. With both it takes the larger. A new replica is billed from the
+  moment it is asked for, but serves only after its cold start (``ColdStart``: a fixed part plus
+  the weights' bytes over the load bandwidth). Scale-up is immediate; scale-down waits
+  ``cooldown_s`` after the last change and never happens while a replica is starting; a removed
+  replica finishes its running batches first (it is billed until then). ``min_replicas=0`` is
+  scale-to-zero: after ``scale_to_zero_after_s`` without work the pool empties, and the next request
+  asks for a replica at once and waits for its cold start.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .._validate import check_in, check_int, check_non_negative, check_positive, check_probability
+
+if TYPE_CHECKING:
+    from ..profiles import ModelSpec
+
+__all__ = ["AUTOSCALE_METRICS", "ColdStart", "AutoscalerConfig"]
+
+#: What a reactive autoscaler watches.
+AUTOSCALE_METRICS: tuple[str, ...] = ("utilization", "concurrency")
+
+# Slack so that a load of exactly ``k x target`` asks for ``k`` replicas despite rounding.
+_CEIL_SLACK = 1e-9
+
+
+def _set(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)
+
+
+def _optional(check: Callable[..., object], name: str, value: object, **kwargs: int) -> object:
+    return None if value is None else check(name, value, **kwargs)
+
+
+def _ceil(x: float) -> int:
+    return max(math.ceil(x - _CEIL_SLACK), 0)
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    """Seconds from asking for a replica to its serving: ``fixed_s + model_bytes / load_bandwidth``.
+
+    ``fixed_s`` covers the machine, the container and the runtime; the second term loads the weights
+    from storage or the network. The default is an instant start.
+
+    >>> ColdStart(fixed_s=20.0, model_bytes=16e9, load_bandwidth_bytes_per_s=2e9).seconds
+    28.0
+    """
+
+    fixed_s: float = 0.0
+    model_bytes: float = 0.0
+    load_bandwidth_bytes_per_s: float | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "fixed_s", check_non_negative("fixed_s", self.fixed_s))
+        _set(self, "model_bytes", check_non_negative("model_bytes", self.model_bytes))
+        _set(
+            self,
+            "load_bandwidth_bytes_per_s",
+            _optional(check_positive, "load_bandwidth_bytes_per_s", self.load_bandwidth_bytes_per_s),
+        )
+        if self.model_bytes > 0 and self.load_bandwidth_bytes_per_s is None:
+            raise ValueError(
+                f"load_bandwidth_bytes_per_s is needed to load model_bytes={self.model_bytes!r}; got None"
+            )
+
+    @classmethod
+    def for_model(
+        cls, model: ModelSpec, load_bandwidth_bytes_per_s: float, fixed_s: float = 0.0
+    ) -> ColdStart:
+        """The cold start of ``model``'s weights (``ModelSpec.weight_bytes``) at that bandwidth."""
+        return cls(fixed_s, model.weight_bytes, load_bandwidth_bytes_per_s)
+
+    @property
+    def seconds(self) -> float:
+        if self.model_bytes == 0:
+            return self.fixed_s
+        return self.fixed_s + self.model_bytes / self.load_bandwidth_bytes_per_s
+
+
+@dataclass(frozen=True)
+class AutoscalerConfig:
+    """A pool's autoscaler; see the module docstring for the rules.
+
+    ``target`` is a utilization in (0, 1] for ``metric="utilization"`` and requests (waiting or in
+    service) per replica for ``metric="concurrency"``. ``forecast`` maps a run time in seconds (the
+    arrivals' ``t_s`` clock) to an arrival rate; for a workload started at ``start_s`` pass
+    ``lambda t: workload.rate_per_s(t + start_s)``. ``replica_rate_per_s`` is the arrival rate one
+    replica is meant to carry (its capacity times the headroom wanted). ``lead_s`` defaults to the
+    cold start plus one interval: what it takes for a decision to turn into serving capacity.
+    """
+
+    max_replicas: int
+    min_replicas: int = 1
+    interval_s: float = 15.0
+    metric: str = "utilization"
+    target: float = 0.7
+    cooldown_s: float = 60.0
+    cold_start: ColdStart = field(default_factory=ColdStart)
+    forecast: Callable[[float], float] | None = None
+    replica_rate_per_s: float | None = None
+    lead_s: float | None = None
+    scale_to_zero_after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "max_replicas", check_int("max_replicas", self.max_replicas, minimum=1))
+        _set(
+            self,
+            "min_replicas",
+            check_int("min_replicas", self.min_replicas, minimum=0, maximum=self.max_replicas),
+        )
+        _set(self, "interval_s", check_positive("interval_s", self.interval_s))
+        check_in("metric", self.metric, AUTOSCALE_METRICS)
+        if self.metric == "utilization":
+            _set(self, "target", check_probability("target", self.target, open_low=True))
+        else:
+            _set(self, "target", check_positive("target", self.target))
+        _set(self, "cooldown_s", check_non_negative("cooldown_s", self.cooldown_s))
+        if not isinstance(self.cold_start, ColdStart):
+            raise TypeError(f"cold_start must be a ColdStart, got {type(self.cold_start).__name__}")
+        if self.forecast is not None and not callable(self.forecast):
+            raise TypeError(f"forecast must be a callable t_s -> rate_per_s or None, got {self.forecast!r}")
+        _set(
+            self,
+            "replica_rate_per_s",
+            _optional(check_positive, "replica_rate_per_s", self.replica_rate_per_s),
+        )
+        if self.forecast is not None and self.replica_rate_per_s is None:
+            raise ValueError("replica_rate_per_s must be set (> 0) when a forecast is given; got None")
+        _set(self, "lead_s", _optional(check_non_negative, "lead_s", self.lead_s))
+        _set(
+            self,
+            "scale_to_zero_after_s",
+            _optional(check_positive, "scale_to_zero_after_s", self.scale_to_zero_after_s),
+        )
+        if self.min_replicas == 0 and self.scale_to_zero_after_s is None:
+            raise ValueError("scale_to_zero_after_s must be set (> 0) when min_replicas=0; got None")
+
+    @property
+    def effective_lead_s(self) -> float:
+        return self.lead_s if self.lead_s is not None else self.cold_start.seconds + self.interval_s
+
+    def desired_replicas(self, *, now_s: float, busy_replicas: float, in_system: int, idle_s: float) -> int:
+        """How many replicas the pool should have now, within ``[min_replicas, max_replicas]``.
+
+        ``busy_replicas`` is the mean number of busy replicas over the last interval, ``in_system``
+        the requests waiting for or in the pool now, ``idle_s`` how long the pool has had no work.
+        """
+        if self.metric == "utilization":
+            want = _ceil(busy_replicas / self.target)
+        else:
+            want = _ceil(in_system / self.target)
+        if self.forecast is not None:
+            rate = float(self.forecast(now_s + self.effective_lead_s))
+            if not rate >= 0:  # NaN or negative
+                raise ValueError(f"forecast({now_s + self.effective_lead_s!r}) returned {rate!r}; need >= 0")
+            want = max(want, _ceil(rate / self.replica_rate_per_s))
+        if in_system > 0:
+            want = max(want, 1)
+        if want == 0 and (self.scale_to_zero_after_s is None or idle_s < self.scale_to_zero_after_s):
+            want = 1
+        return min(max(want, self.min_replicas), self.max_replicas)

@@ -1,0 +1,85 @@
+"""The simulation engine: the platform as simpy components, one module per stage of the data flow.
+
+``simulate(arrivals, PlatformConfig, seed=...)`` plays an arrivals table through the platform:
+
+    requests     the arrival columns and each request's state, as typed arrays
+    gateway      arrivals fed in order; admission (rate limit, shedding, bounded queue); deadlines
+    router       the site (region) that serves a request; failover and spill-over
+    ingestion    the feature fetch
+    pool         waiting lines and the balancing policy (one class per policy)
+    replica      the batch slots of each replica (the static batcher)
+    response     the answer, and the latency window the surge controller reads
+    controllers  autoscaler, cascade, time-box, surge modes: attached to a pool or the gateway by hooks
+    faults       replicas that stop and come back
+    engine       builds the components from the config and runs simpy
+    output       the RequestLog, the Timeline and the other tables
+
+Every request that arrives ends ``completed``, ``rejected``, ``timed_out`` or ``in_flight``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._validate import check_int, check_positive
+from ..config import PlatformConfig
+from ..config.regions import check_origin_names
+from ..rng import stream
+from .engine import Platform
+from .output import SimulationResult, interval_count, result
+from .requests import arrival_columns
+
+__all__ = ["SimulationResult", "simulate"]
+
+
+def simulate(
+    arrivals: pd.DataFrame,
+    config: PlatformConfig,
+    *,
+    seed: int,
+    horizon_s: float | None = None,
+    timeline_step_s: float = 1.0,
+    progress: bool = False,
+) -> SimulationResult:
+    """Play ``arrivals`` (``schema.ARRIVAL_COLUMNS``, sorted by ``t_s``) through the platform.
+
+    ``seed`` fixes every random draw: the fetch delays (stream ``"ingestion"``), each replica's batch
+    times (``"service/replica-<r>"``, ``"service/<pool name>/replica-<r>"`` for a cascade's small
+    model and ``"service/<region>/replica-<r>"`` with regions), the balancer's choices
+    (``"balancer"``) and, with regions, the requests' origins (``"origin"``). ``horizon_s`` stops the
+    run (default: run until every request has its outcome). ``progress`` shows a tqdm bar that
+    advances with simulated time. See the module docstring for the model, ``scaleplay.controls`` for
+    the controls and ``scaleplay.regions`` for regions and faults.
+    """
+    if not isinstance(config, PlatformConfig):
+        raise TypeError(f"config must be a PlatformConfig, got {type(config).__name__}")
+    seed = check_int("seed", seed, minimum=0)
+    horizon_s = None if horizon_s is None else check_positive("horizon_s", horizon_s)
+    timeline_step_s = check_positive("timeline_step_s", timeline_step_s)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    if horizon_s is not None:
+        interval_count(horizon_s, timeline_step_s)
+    columns = arrival_columns(arrivals, with_difficulty=config.cascade is not None)
+    n = len(columns["t_s"]) if horizon_s is None else int(np.searchsorted(columns["t_s"], horizon_s, "left"))
+    columns = {name: values[:n] for name, values in columns.items()}
+    regions = config.regions
+    if regions is not None:
+        pools = [regions.pool_of(k, config.pool) for k in range(len(regions.regions))]
+        pools += [config.cascade.small] if config.cascade is not None else []
+        polling = config.modes is not None or any(pool.autoscaler is not None for pool in pools)
+        if polling and horizon_s is None and any(f.duration_s is None for f in regions.faults):
+            # requests stuck behind a permanent fault would keep the controllers polling for ever
+            raise ValueError(
+                "horizon_s must be set when an autoscaler or the surge controller runs and a fault is "
+                "permanent"
+            )
+        if "origin_region" in arrivals.columns:
+            columns["origin"] = check_origin_names(arrivals["origin_region"].iloc[:n].tolist(), regions.names)
+        else:
+            columns["origin"] = regions.draw_origins(n, stream(seed, "origin"))
+
+    platform = Platform(columns, config, seed, horizon_s)
+    platform.run(progress)
+    return result(platform, columns, arrivals["class_name"], timeline_step_s)

@@ -1,0 +1,150 @@
+"""A pool's autoscaler: every ``interval_s`` it measures the pool and asks for replicas.
+
+The rules are ``config.autoscaler``'s. A new replica is billed from the moment it is asked for
+(a row of the provisioning record) and serves after its cold start; scale-up is immediate (draining
+replicas are kept first, then stopped ones start, lowest index first, healthy ones first); scale-down
+stops idle replicas before busy ones (those drain), highest index first. A pool without an autoscaler
+has ``NoAutoscaler``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+import simpy
+
+from ..pool import DRAINING, OFF, READY, STARTING
+
+if TYPE_CHECKING:
+    from ..engine import Platform
+    from ..pool import Pool, Replica
+
+
+class NoAutoscaler:
+    """A fixed pool: nothing to do."""
+
+    def on_join(self, pool: Pool, now: float) -> None:
+        pass
+
+    def on_batch_end(self, pool: Pool, replica: Replica, now: float) -> None:
+        pass
+
+
+class Autoscaler(NoAutoscaler):
+    def __init__(self, platform: Platform, pool: Pool) -> None:
+        self.platform, self.pool, self.config = platform, pool, pool.config.autoscaler
+        self.last_change_s = 0.0
+        self.open_batches: list[int] = []  # batches still running at the last evaluation
+        self.scan_from = 0
+        pool.autoscaler = self
+
+    def start(self) -> None:
+        self.platform.env.process(self.run())
+
+    def on_join(self, pool: Pool, now: float) -> None:
+        if pool.active == 0:  # scaled to zero: the request asks for a replica
+            self.scale_up(1, now)
+
+    def on_batch_end(self, pool: Pool, replica: Replica, now: float) -> None:
+        pool.last_busy_s = now
+        if replica.status == DRAINING and replica.in_service == 0:
+            self.off(replica, now)
+
+    def scale_up(self, count: int, now: float) -> None:
+        """Keep draining replicas (no cold start), then start stopped ones."""
+        pool, platform = self.pool, self.platform
+        cold_s = self.config.cold_start.seconds
+        order = sorted(pool.replicas, key=lambda replica: replica.down > 0)  # healthy ones first
+        for wanted in (DRAINING, OFF):
+            for replica in order:
+                if count == 0:
+                    break
+                if replica.status != wanted:
+                    continue
+                count -= 1
+                pool.active += 1
+                if wanted == DRAINING:
+                    replica.status = READY
+                    pool.serve(replica)
+                    continue
+                replica.status = STARTING
+                replica.record = platform.provision(pool, replica, now)
+                if cold_s > 0:
+                    event = platform.env.timeout(cold_s, (replica, replica.record))
+                    event.callbacks.append(self.on_started)
+                else:
+                    self.started(replica, now)
+        pool.changed()
+        self.last_change_s = now
+
+    def on_started(self, event: simpy.Event) -> None:
+        replica, row = event.value
+        if replica.record == row and replica.status == STARTING:
+            self.started(replica, self.platform.env.now)
+
+    def started(self, replica: Replica, now: float) -> None:
+        replica.status = READY
+        self.platform.provisioning[replica.record][3] = now
+        self.pool.changed()
+        self.pool.serve(replica)
+
+    def scale_down(self, count: int, now: float) -> None:
+        """Stop idle replicas first, then busy ones (they drain), highest index first."""
+        pool = self.pool
+        ready = [replica for replica in reversed(pool.replicas) if replica.status == READY]
+        idle_first = [x for x in ready if x.in_service == 0] + [x for x in ready if x.in_service > 0]
+        for replica in idle_first[:count]:
+            pool.stop_serving(replica)
+            pool.active -= 1
+            if replica.in_service > 0:
+                replica.status = DRAINING
+            else:
+                self.off(replica, now)
+        pool.changed()
+        self.last_change_s = now
+        for line in pool.lines:  # the stopped replicas' idle slots must notice and park
+            line.wake_all()
+        pool.rebalance(now)
+
+    def off(self, replica: Replica, now: float) -> None:
+        replica.status = OFF
+        self.platform.provisioning[replica.record][4] = now
+
+    def run(self) -> Generator[simpy.Event, None, None]:
+        platform, pool, config = self.platform, self.pool, self.config
+        env, batches = platform.env, platform.batches
+        slots = pool.config.batcher.max_concurrent_batches
+        while True:
+            yield env.timeout(config.interval_s)
+            now = env.now
+            platform.deadlines.purge(now)
+            if platform.finished():
+                return
+            # Busy slot-seconds over the last interval, from the batches that overlap it.
+            low = now - config.interval_s
+            fresh = [k for k in range(self.scan_from, len(batches)) if batches[k][4] == pool.index]
+            self.scan_from = len(batches)
+            busy_s, still = 0.0, []
+            for k in self.open_batches + fresh:
+                start_s, end_s = batches[k][0], batches[k][1]
+                busy_s += max(0.0, min(end_s, now) - max(start_s, low))
+                if end_s > now:
+                    still.append(k)
+            self.open_batches = still
+            in_system = pool.in_system()
+            idle_s = 0.0 if in_system else now - max(pool.last_join_s, pool.last_busy_s)
+            desired = config.desired_replicas(
+                now_s=now,
+                busy_replicas=busy_s / (config.interval_s * slots),
+                in_system=in_system,
+                idle_s=idle_s,
+            )
+            if desired > pool.active:
+                self.scale_up(desired - pool.active, now)
+            elif (
+                desired < pool.active
+                and now - self.last_change_s >= config.cooldown_s
+                and not any(replica.status == STARTING for replica in pool.replicas)
+            ):
+                self.scale_down(pool.active - desired, now)

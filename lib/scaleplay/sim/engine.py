@@ -1,0 +1,185 @@
+"""The engine: builds a platform's components from its config, runs simpy, hands the record on.
+
+``Platform`` is the run: the requests' columns, the simpy environment, the sites (one per region, each
+with its large model's pool and, with a cascade, a small model's pool in front), and every component
+wired to its neighbours. Streams are named as before the components split, so a seed gives the same
+draws: ``"service/replica-<r>"`` for the one large pool, ``"service/<small>/replica-<r>"`` for a
+cascade's small model, ``"service/<region>/replica-<r>"`` and ``"service/<region>/<small>/replica-<r>"``
+with regions, ``"balancer..."`` likewise, ``"ingestion"``, ``"timebox"`` and ``"origin"``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import simpy
+from simpy.core import URGENT
+from tqdm import tqdm
+
+from ..config import PlatformConfig, PoolConfig
+from ..rng import stream
+from .controllers.autoscaler import Autoscaler, NoAutoscaler
+from .controllers.cascade import Escalation
+from .controllers.modes import ModeController
+from .controllers.timebox import OpenAdmission, TimeBox
+from .faults import FaultInjector
+from .gateway import Deadlines, Gateway, NoDeadlines
+from .ingestion import Ingestion, NoIngestion
+from .pool import Line, Pool, pool_class
+from .replica import StaticBatcher, delay_until
+from .requests import Requests
+from .response import LatencyWindow, NoLatencyWindow, Responses
+from .router import GeoRouter, Router
+
+
+class Site:
+    """One region's pools and its backlog (requests routed here, not yet started)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.backlog = 0
+        self.large: Pool | None = None
+        self.small: Pool | None = None
+
+    @property
+    def entry(self) -> Pool:
+        """The pool a request joins first."""
+        return self.small if self.small is not None else self.large
+
+    @property
+    def pools(self) -> list[Pool]:
+        return [self.large] if self.small is None else [self.large, self.small]
+
+    def healthy(self) -> bool:
+        return all(pool.up > 0 for pool in self.pools)
+
+
+class Platform:
+    """One run of the platform."""
+
+    def __init__(
+        self, columns: dict[str, np.ndarray], config: PlatformConfig, seed: int, horizon_s: float | None
+    ) -> None:
+        self.config, self.seed, self.horizon_s = config, seed, horizon_s
+        self.env = simpy.Environment()
+        self.requests = Requests(columns)
+        self.lines: list[Line] = []
+        self.pools: list[Pool] = []
+        self.batches: list[tuple[float, float, int, int, int]] = []  # start_s, end_s, replica, size, pool
+        self.provisioning: list[list[float]] = []  # pool, replica, requested_s, ready_s, end_s
+        self.mode_changes: list[tuple[float, int]] = []
+        window = LatencyWindow(self) if config.modes is not None else NoLatencyWindow()
+        self.answers = Responses(self, window)
+        self.open_admission = OpenAdmission()
+        self.no_autoscaler = NoAutoscaler()
+        gateway = config.gateway
+        self.deadlines = (
+            Deadlines(self, gateway.timeout_s) if gateway.timeout_s is not None else NoDeadlines()
+        )
+        self.gateway = Gateway(self, gateway, config.overflow)
+        self.ingestion = (
+            Ingestion(self, config.ingestion) if config.ingestion is not None else NoIngestion(self)
+        )
+
+        regions, cascade = config.regions, config.cascade
+        if regions is None:
+            self.sites = [Site(config.pool.name)]
+            self.router = Router(self, self.sites)
+            larges = [(config.pool, config.pool.name, "", "balancer")]
+        else:
+            self.sites = [Site(region.name) for region in regions.regions]
+            self.router = GeoRouter(self, self.sites, regions, columns["origin"])
+            larges = [
+                (regions.pool_of(k, config.pool), name, f"{name}/", f"balancer/{name}")
+                for k, name in enumerate(regions.names)
+            ]
+            self.faults = FaultInjector(self, regions)
+        own_times = self.requests.service_s is not None
+        human_s = (
+            cascade.human_delay_s if cascade is not None and cascade.human_min_confidence is not None else 0.0
+        )
+        for site, (pool_config, label, prefix, balancer) in zip(self.sites, larges, strict=True):
+            site.large = self._pool(site, pool_config, label, f"service/{prefix}", balancer)
+            site.large.own_times = own_times and pool_config.batcher.max_batch_size == 1
+            site.large.answer_delay_s = config.network_hop_s + human_s
+        if cascade is not None:
+            self.escalation = Escalation(self, cascade, columns["difficulty"])
+            small = cascade.small
+            for site, (_, label, prefix, balancer) in zip(self.sites, larges, strict=True):
+                label = small.name if regions is None else f"{label}/{small.name}"
+                site.small = self._pool(
+                    site, small, label, f"service/{prefix}{small.name}/", f"{balancer}/{small.name}"
+                )
+                site.small.exit = self.escalation
+                site.small.answer_delay_s = config.network_hop_s
+        if config.timebox is not None:
+            self.timebox = TimeBox(self, config.timebox)
+            for site in self.sites:
+                self.timebox.attach(site.large)
+
+        for pool in self.pools:
+            for replica in pool.replicas[: pool.config.replicas]:
+                replica.record = self.provision(pool, replica, 0.0)
+                self.provisioning[replica.record][3] = 0.0
+            if pool.config.autoscaler is not None:
+                Autoscaler(self, pool).start()
+            StaticBatcher(pool).start()
+        if config.modes is not None:
+            self.modes = ModeController(self, config.modes, window)
+            self.modes.pools = [site.large for site in self.sites]
+            self.modes.start()
+        self.env.process(self.gateway.feed())
+
+    # -- wiring ---------------------------------------------------------------------------------------
+    def stream(self, name: str) -> np.random.Generator:
+        return stream(self.seed, name)
+
+    def new_line(self) -> Line:
+        line = Line(len(self.lines), self.requests.levels)
+        self.lines.append(line)
+        return line
+
+    def _pool(self, site: Site, config: PoolConfig, label: str, prefix: str, balancer: str) -> Pool:
+        pool = pool_class(config)(self, site, config, label, prefix, balancer)
+        self.pools.append(pool)
+        return pool
+
+    def provision(self, pool: Pool, replica: object, now: float) -> int:
+        """A new row of the provisioning record: the replica is billed from ``now``."""
+        self.provisioning.append([pool.index, replica.index, now, math.nan, math.nan])
+        return len(self.provisioning) - 1
+
+    def finished(self) -> bool:
+        """Nothing left to do in a run without a horizon: the controllers may stop."""
+        return (
+            self.horizon_s is None
+            and self.gateway.fed_all
+            and self.gateway.backlog == 0
+            and not any(pool.busy() for pool in self.pools)
+        )
+
+    # -- running --------------------------------------------------------------------------------------
+    def run(self, progress: bool) -> None:
+        env, horizon_s = self.env, self.horizon_s
+        end_s = horizon_s if horizon_s is not None else (self.requests.t[-1] if self.requests.n else 0.0)
+        if progress and end_s > 0:
+            with tqdm(total=end_s, unit="sim s", desc="simulate") as bar:
+                chunks = 100
+                for k in range(1, chunks + 1):
+                    target = end_s if k == chunks else end_s * k / chunks
+                    if target > env.now:
+                        self._run_until(target)
+                        bar.update(target - bar.n)
+        elif horizon_s is not None:
+            self._run_until(horizon_s)
+        if horizon_s is None:
+            env.run()
+        self.deadlines.purge(horizon_s if horizon_s is not None else env.now)
+
+    def _run_until(self, target: float) -> None:
+        """``env.run(until=target)``, stopping exactly at ``target`` (before the events due then)."""
+        stop = simpy.Event(self.env)
+        stop._ok, stop._value = True, None
+        self.env.schedule(stop, URGENT, delay_until(self.env.now, target))
+        self.env.run(until=stop)

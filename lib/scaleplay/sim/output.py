@@ -1,0 +1,382 @@
+"""What a run returns: the RequestLog, the Timeline and the records of batches, replica lives, the
+offline tier and the surge modes, built at the end with numpy from the components' records.
+
+RequestLog (``schema.REQUEST_LOG_COLUMNS``, plus ``CONTROL_LOG_COLUMNS`` with a cascade or time-box
+and ``REGION_LOG_COLUMNS`` with regions): one row per request. Timeline (one row per
+``timeline_step_s``, the last one possibly shorter): ``queue_length`` is the time-average number of
+requests in the lines (features ready, no replica yet; an escalated request's second wait included),
+``busy_replicas`` the time-average number of replicas running at least one batch; both are computed
+exactly from the log and the record of batches. Counts go to the interval of the event: ``rejected``
+at arrival, ``completed`` at ``responded_s``, ``timed_out`` at the deadline ``arrived_s + timeout_s``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ..config import MODES, PlatformConfig
+from ..schema import (
+    CONTROL_LOG_COLUMNS,
+    CONTROL_TIMELINE_COLUMNS,
+    OUTCOMES,
+    REGION_LOG_COLUMNS,
+    REJECT_REASONS,
+    REQUEST_LOG_COLUMNS,
+    TIMELINE_COLUMNS,
+)
+from .requests import REJECTED, TIMED_OUT, as_numpy
+
+if TYPE_CHECKING:
+    from .engine import Platform
+
+
+@dataclass(frozen=True, eq=False)
+class SimulationResult:
+    """What a run returns: the RequestLog, the Timeline, the horizon they cover and the config."""
+
+    log: pd.DataFrame
+    timeline: pd.DataFrame
+    horizon_s: float
+    config: PlatformConfig
+    #: One row per batch: pool (name), replica, start_s, end_s, size.
+    batches: pd.DataFrame | None = None
+    #: One row per replica life: pool, replica, requested_s, ready_s (NaN if it never served), end_s.
+    provisioning: pd.DataFrame | None = None
+    #: The overflow tier: request_id, queued_s, done_s, delay_s, cost_usd (empty without overflow).
+    offline: pd.DataFrame | None = None
+    #: The surge controller's mode changes: t_s, mode (empty without a controller).
+    modes: pd.DataFrame | None = None
+
+
+MAX_INTERVALS = 10_000_000
+
+
+def interval_count(horizon_s: float, step_s: float) -> int:
+    """How many ``step_s`` intervals from 0 start below ``horizon_s`` (refusing absurd grids)."""
+    count = math.ceil(horizon_s / step_s)
+    while count > 1 and (count - 1) * step_s >= horizon_s:
+        count -= 1
+    if count > MAX_INTERVALS:
+        raise ValueError(
+            f"timeline_step_s={step_s!r} cuts horizon_s={horizon_s!r} into {count} intervals; "
+            f"at most {MAX_INTERVALS} are allowed, so use a longer step"
+        )
+    return count
+
+
+def time_in_bins(starts: np.ndarray, ends: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
+    """Seconds the intervals ``[start, end)`` spend inside each bin ``[low, high)``, all summed.
+
+    An interval adds its partial pieces to its first and last bins and a whole bin width to every bin
+    between (a difference array), so each bin sums only a few small numbers: exact to rounding.
+    """
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
+    last_bin = len(lows) - 1
+    first = np.minimum(np.searchsorted(highs, starts, side="right"), last_bin)
+    last = np.minimum(np.searchsorted(highs, ends, side="left"), last_bin)
+    same = first == last
+    seconds = np.zeros(len(lows))  # bincount of nothing is an int array: add into floats
+    seconds += np.bincount(first[same], weights=ends[same] - starts[same], minlength=len(lows))
+    first, last, starts, ends = first[~same], last[~same], starts[~same], ends[~same]
+    seconds += np.bincount(first, weights=highs[first] - starts, minlength=len(lows))
+    seconds += np.bincount(last, weights=ends - lows[last], minlength=len(lows))
+    covered = np.cumsum(
+        np.bincount(first + 1, minlength=len(lows) + 1) - np.bincount(last, minlength=len(lows) + 1)
+    )[:-1]
+    return seconds + covered * (highs - lows)
+
+
+def busy_periods(starts: np.ndarray, ends: np.ndarray, replicas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge each replica's overlapping batches (concurrent slots) into periods when it is busy."""
+    merged_starts, merged_ends = [], []
+    for r in np.unique(replicas):
+        s, e = starts[replicas == r], ends[replicas == r]
+        order = np.argsort(s, kind="stable")
+        s, e = s[order], np.maximum.accumulate(e[order])
+        opens = np.concatenate(([True], s[1:] > e[:-1]))
+        closes = np.concatenate((opens[1:], [True]))
+        merged_starts.append(s[opens])
+        merged_ends.append(e[closes])
+    if not merged_starts:
+        return np.empty(0), np.empty(0)
+    return np.concatenate(merged_starts), np.concatenate(merged_ends)
+
+
+def timeline(
+    model: Platform,
+    log: pd.DataFrame,
+    batches: dict[str, np.ndarray],
+    deadline_s: np.ndarray,
+    horizon_s: float,
+    step_s: float,
+    provisioning: pd.DataFrame,
+    second_wait: tuple[np.ndarray, np.ndarray],
+) -> pd.DataFrame:
+    config = model.config
+    columns = dict(TIMELINE_COLUMNS)
+    if config.modes is not None:
+        columns.update(CONTROL_TIMELINE_COLUMNS)
+    bins = max(interval_count(horizon_s, step_s), 1 if len(log) else 0)
+    if bins == 0:
+        return pd.DataFrame({name: np.empty(0, dtype=dtype) for name, (dtype, _) in columns.items()})
+    starts = np.arange(bins) * step_s
+    edges = np.minimum(np.append(starts[1:], horizon_s), horizon_s)
+    widths = edges - starts
+
+    def level(interval_starts: np.ndarray, interval_ends: np.ndarray) -> np.ndarray:
+        seconds = time_in_bins(interval_starts, np.minimum(interval_ends, horizon_s), starts, edges)
+        return np.divide(seconds, widths, out=np.zeros(bins), where=widths > 0)
+
+    def count(times: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        where = np.minimum(np.searchsorted(edges, times, side="right"), bins - 1)
+        return np.bincount(where, weights=weights, minlength=bins)
+
+    outcome = log["outcome"].to_numpy()
+    ready = log["features_ready_s"].to_numpy()
+    in_line = ~np.isnan(ready)
+    left_line = np.where(outcome == "timed_out", deadline_s, log["model_start_s"].to_numpy())
+    left_line = np.where(np.isnan(left_line), horizon_s, left_line)
+    waits_from, waits_to = ready[in_line], left_line[in_line]
+    if len(second_wait[0]):  # escalated requests wait a second time, for the large model
+        waits_from = np.concatenate((waits_from, second_wait[0]))
+        waits_to = np.concatenate((waits_to, second_wait[1]))
+    # Replicas of different pools are different machines: key them apart.
+    machine = batches["pool"] * (1 + max(p.size for p in model.pools)) + batches["replica"]
+    busy_starts, busy_ends = busy_periods(
+        batches["start_s"], np.minimum(batches["end_s"], horizon_s), machine
+    )
+    if any(pool.config.autoscaler is not None for pool in model.pools):
+        replicas = level(provisioning["requested_s"].to_numpy(), provisioning["end_s"].to_numpy())
+    else:
+        replicas = np.full(bins, float(sum(pool.config.replicas for pool in model.pools)))
+    started = count(batches["start_s"])
+    size_sum = count(batches["start_s"], batches["size"].astype(np.float64))
+    timeline = pd.DataFrame(
+        {
+            "t_s": starts,
+            "queue_length": level(waits_from, waits_to),
+            "busy_replicas": level(busy_starts, busy_ends),
+            "replicas": replicas,
+            "mean_batch_size": np.divide(size_sum, started, out=np.full(bins, np.nan), where=started > 0),
+        }
+    )
+    arrived = log["arrived_s"].to_numpy()
+    for name, times in (
+        ("arrived", arrived),
+        ("admitted", log["admitted_s"].dropna().to_numpy()),
+        ("rejected", arrived[outcome == "rejected"]),
+        ("completed", log["responded_s"].to_numpy()[outcome == "completed"]),
+        ("timed_out", deadline_s[outcome == "timed_out"]),
+    ):
+        timeline[name] = count(times).astype(np.int64)
+    if config.modes is not None:
+        # Each bin shows the most severe mode in force at any moment of it.
+        severity = np.zeros(bins, dtype=np.int64)
+        changes = model.mode_changes
+        for k, (since_s, mode) in enumerate(changes):
+            until_s = changes[k + 1][0] if k + 1 < len(changes) else horizon_s
+            if since_s >= horizon_s and k > 0:
+                break
+            first = min(int(np.searchsorted(edges, since_s, side="right")), bins - 1)
+            last = min(int(np.searchsorted(edges, until_s, side="left")), bins - 1)
+            if until_s > since_s or k + 1 == len(changes):
+                severity[first : last + 1] = np.maximum(severity[first : last + 1], mode)
+        timeline["mode"] = np.asarray(MODES, dtype=object)[severity]
+    return timeline[list(columns)]
+
+
+def request_log(
+    model: Platform, columns: dict[str, np.ndarray], class_name: pd.Series, horizon_s: float | None
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, float, tuple[np.ndarray, np.ndarray]]:
+    """The RequestLog of a finished run, the batch record, each request's deadline, the horizon, and
+    the second waits of escalated requests (joined the large model's line, left it)."""
+    config, requests = model.config, model.requests
+    n = requests.n
+    cascade, timebox = config.cascade, config.timebox
+    state = as_numpy(requests.state, np.int8).astype(np.int64)
+    batch_of = as_numpy(requests.batch_of, np.int64)
+    table = np.asarray(model.batches, dtype=np.float64).reshape(-1, 5)
+    batches = {
+        "start_s": table[:, 0],
+        "end_s": table[:, 1],
+        "replica": table[:, 2].astype(np.int64),
+        "size": table[:, 3].astype(np.int64),
+        "pool": table[:, 4].astype(np.int64),
+    }
+    served = batch_of >= 0
+
+    def per_request(values: np.ndarray, fill: float, which: np.ndarray = batch_of) -> np.ndarray:
+        return np.append(values, fill)[which]  # which == -1 picks ``fill``
+
+    first = batch_of
+    if cascade is not None:
+        first = as_numpy(requests.first_batch, np.int64)
+        first = np.where(first >= 0, first, batch_of)
+    model_start = per_request(batches["start_s"], np.nan, first)
+    model_end = per_request(batches["end_s"], np.nan)
+    answered_by = per_request(batches["pool"], -1)
+    answered_s = model.timebox.answered_s if timebox is not None else {}
+    cached_s = model.timebox.cached_s if timebox is not None else {}
+    if answered_s:  # escalations that ran out of budget: the small answer went out then
+        rows = np.fromiter(answered_s, dtype=np.int64, count=len(answered_s))
+        model_end[rows] = np.fromiter(answered_s.values(), dtype=np.float64, count=len(rows))
+    cached = np.zeros(n, dtype=bool)
+    if cached_s:
+        rows = np.fromiter(cached_s, dtype=np.int64, count=len(cached_s))
+        looked_up = np.fromiter(cached_s.values(), dtype=np.float64, count=len(rows))
+        model_start[rows] = looked_up
+        model_end[rows] = looked_up + timebox.cache_latency_s
+        cached[rows] = True
+        served = served | cached
+    degraded = np.zeros(n, dtype=bool)
+    if timebox is not None:
+        degraded = np.frombuffer(requests.degraded, dtype=np.uint8).astype(bool)
+    human = np.zeros(n, dtype=bool)
+    if cascade is not None:
+        human = (answered_by == 0) & ~degraded & cascade.to_human(columns["difficulty"])
+    arrived = columns["t_s"]
+    timeout_s = config.gateway.timeout_s
+    deadline_s = arrived + (timeout_s if timeout_s is not None else np.inf)
+    responded = model_end + config.network_hop_s
+    rtt_s = None
+    if config.regions is not None:  # the whole round trip between the user and the serving region
+        region_of = as_numpy(requests.region_of, np.int64)
+        origin = columns["origin"]
+        rtt_s = np.where(
+            region_of >= 0, config.regions.rtt_matrix()[origin, np.maximum(region_of, 0)], np.nan
+        )
+        responded = responded + rtt_s
+    if human.any():
+        responded = responded + np.where(human, cascade.human_delay_s, 0.0)
+    if horizon_s is None:
+        finals = [arrived, responded[served], deadline_s[state == TIMED_OUT]]
+        horizon_s = float(max((x.max() for x in finals if len(x)), default=0.0))
+    else:
+        model_end[model_end > horizon_s] = np.nan
+    completed = served & (responded <= horizon_s)
+    responded[~completed] = np.nan
+
+    outcome = np.full(n, OUTCOMES.index("in_flight"), dtype=np.int64)
+    outcome[completed] = OUTCOMES.index("completed")
+    outcome[state == REJECTED] = OUTCOMES.index("rejected")
+    outcome[state == TIMED_OUT] = OUTCOMES.index("timed_out")
+    reasons = np.asarray(REJECT_REASONS, dtype=object)
+    log = pd.DataFrame(
+        {
+            "request_id": columns["request_id"],
+            "class_name": class_name.iloc[:n].to_numpy(),
+            "priority": columns["priority"],
+            "tokens_in": columns["tokens_in"],
+            "tokens_out": columns["tokens_out"],
+            "arrived_s": arrived,
+            "admitted_s": np.where(state == REJECTED, np.nan, arrived),
+            "features_ready_s": as_numpy(requests.ready, np.float64),
+            "model_start_s": model_start,
+            "model_end_s": model_end,
+            "responded_s": responded,
+            "replica": np.where(cached, -1, per_request(batches["replica"], -1)),
+            "batch_size": np.where(cached, 0, per_request(batches["size"], 0)),
+            "outcome": np.asarray(OUTCOMES, dtype=object)[outcome],
+            "reject_reason": reasons[as_numpy(requests.reason, np.int8).astype(np.int64)],
+            "latency_s": responded - arrived,
+        }
+    )[list(REQUEST_LOG_COLUMNS)]
+
+    second_wait = (np.empty(0), np.empty(0))
+    if cascade is not None or timebox is not None:
+        names = np.asarray([pool.model for pool in model.pools] + [""], dtype=object)
+        answer = names[answered_by]  # -1 picks ""
+        answer = np.where(cached, "cache", np.where(human, "human", answer))
+        escalated_s = np.full(n, np.nan)
+        if cascade is not None:
+            escalated_s = as_numpy(requests.escalated_s, np.float64)
+            joined = ~np.isnan(escalated_s)
+            # It left the large model's line when a batch took it, when its budget ran out, or not yet.
+            second_start = np.where(answered_by == 0, per_request(batches["start_s"], np.nan), np.nan)
+            left = np.where(degraded, model_end, second_start)
+            left = np.where(np.isnan(left), horizon_s, left)
+            second_wait = (escalated_s[joined], left[joined])
+        log["difficulty"] = columns["difficulty"] if "difficulty" in columns else np.nan
+        log["model"] = np.where(completed, answer, "").astype(object)
+        log["escalated_s"] = escalated_s
+        log["degraded"] = degraded
+        log = log[list(REQUEST_LOG_COLUMNS) + list(CONTROL_LOG_COLUMNS)]
+    if rtt_s is not None:
+        names = np.asarray(list(config.regions.names) + [""], dtype=object)
+        log["origin_region"] = names[columns["origin"]]
+        log["region"] = names[region_of]  # -1 picks ""
+        log["rtt_s"] = rtt_s
+        log["retries"] = as_numpy(requests.retries, np.int64)
+        log = log[[c for c in log.columns if c not in REGION_LOG_COLUMNS] + list(REGION_LOG_COLUMNS)]
+    return log, batches, deadline_s, horizon_s, second_wait
+
+
+def provisioning_table(model: Platform, horizon_s: float) -> pd.DataFrame:
+    table = np.asarray(model.provisioning, dtype=np.float64).reshape(-1, 5)
+    names = np.asarray([pool.label for pool in model.pools], dtype=object)
+    end_s = np.where(np.isnan(table[:, 4]), horizon_s, np.minimum(table[:, 4], horizon_s))
+    ready_s = np.where(table[:, 3] <= horizon_s, table[:, 3], np.nan)
+    return pd.DataFrame(
+        {
+            "pool": names[table[:, 0].astype(np.int64)],
+            "replica": table[:, 1].astype(np.int64),
+            "requested_s": np.minimum(table[:, 2], horizon_s),
+            "ready_s": ready_s,
+            "end_s": end_s,
+        }
+    )
+
+
+def offline(log: pd.DataFrame, config: PlatformConfig) -> pd.DataFrame:
+    overflow = config.overflow
+    sent = (log["reject_reason"] == "overflow").to_numpy()
+    queued_s = log["arrived_s"].to_numpy()[sent]
+    done_s = overflow.schedule(queued_s) if overflow is not None else np.empty(0)
+    price = overflow.price_per_request_usd if overflow is not None else 0.0
+    return pd.DataFrame(
+        {
+            "request_id": log["request_id"].to_numpy()[sent],
+            "queued_s": queued_s,
+            "done_s": done_s,
+            "delay_s": done_s - queued_s,
+            "cost_usd": np.full(len(queued_s), price),
+        }
+    )
+
+
+def result(
+    model: Platform, columns: dict[str, np.ndarray], class_name: pd.Series, step_s: float
+) -> SimulationResult:
+    """The tables of a finished run."""
+    log, batches, deadline_s, horizon_s, second_wait = request_log(
+        model, columns, class_name, model.horizon_s
+    )
+    provisioning = provisioning_table(model, horizon_s)
+    timeline_table = timeline(model, log, batches, deadline_s, horizon_s, step_s, provisioning, second_wait)
+    names = np.asarray([pool.label for pool in model.pools], dtype=object)
+    batch_table = pd.DataFrame(
+        {
+            "pool": names[batches["pool"]],
+            "replica": batches["replica"],
+            "start_s": batches["start_s"],
+            "end_s": batches["end_s"],
+            "size": batches["size"],
+        }
+    )
+    changes = [(t_s, MODES[level]) for t_s, level in model.mode_changes if t_s <= horizon_s]
+    return SimulationResult(
+        log=log,
+        timeline=timeline_table,
+        horizon_s=horizon_s,
+        config=model.config,
+        batches=batch_table,
+        provisioning=provisioning,
+        offline=offline(log, model.config),
+        modes=pd.DataFrame(changes, columns=["t_s", "mode"]).astype({"t_s": np.float64, "mode": object}),
+    )

@@ -1,0 +1,319 @@
+"""A pool: the replicas of one model in one region, their waiting lines, and the balancer.
+
+``Pool`` keeps one line for every replica (``"shared_queue"``: the M/M/c system). Its subclasses give
+each replica its own line and differ only in how they choose one (``choose``), as simpy's
+``PriorityResource`` differs from ``Resource`` only in its queue: ``RoundRobinPool``,
+``ShortestQueuePool`` (fewest waiting plus in service, lowest index on ties) and ``PowerOfTwoPool``
+(the shorter of two distinct replicas drawn from the pool's ``balancer`` stream). They choose among the
+replicas that serve (or, when none does, those starting; else any), and when a replica stops serving
+its waiting requests are dealt again to the others.
+
+A line serves lower ``priority`` numbers first, first come first served within a class. The pool
+owns its replicas' states; what happens around it is reached through the pool's hooks: ``admission``
+(a time-box may answer a request instead of letting it join), ``autoscaler`` (a null object when
+off) and ``exit`` (what follows a batch: the answer, or a cascade's escalation).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import numpy as np
+import simpy
+
+from ..config import PoolConfig
+from .requests import IN_LINE
+
+if TYPE_CHECKING:
+    from .engine import Platform, Site
+
+# Replica states under an autoscaler: billed from STARTING until OFF, serving only when READY.
+OFF, STARTING, READY, DRAINING = range(4)
+
+
+class Line:
+    """One waiting line: a FIFO per priority level, served lowest level first."""
+
+    __slots__ = ("index", "by_priority", "count", "idle_slots")
+
+    def __init__(self, index: int, levels: int) -> None:
+        self.index = index
+        self.by_priority = [deque() for _ in range(levels)]
+        self.count = 0  # live requests; the deques may still hold timed-out ones
+        self.idle_slots: deque[simpy.Event] = deque()
+
+    def wake_one(self) -> None:
+        idle = self.idle_slots
+        while idle:
+            event = idle.popleft()
+            if not event.triggered:
+                event.succeed()
+                return
+
+    def wake_all(self) -> None:
+        """Wake every idle slot so it looks again (after a knob or the replica set changed)."""
+        idle, self.idle_slots = self.idle_slots, deque()
+        for event in idle:
+            if not event.triggered:
+                event.succeed()
+
+    def oldest_joined(self, state, joined) -> float:  # noqa: ANN001 - typed arrays
+        oldest = float("inf")
+        for queue in self.by_priority:
+            while queue and state[queue[0]] != IN_LINE:
+                queue.popleft()
+            if queue and joined[queue[0]] < oldest:
+                oldest = joined[queue[0]]
+        return oldest
+
+    def take(self, state, max_size: int) -> list[int]:  # noqa: ANN001
+        """Up to ``max_size`` live requests, by priority then arrival."""
+        batch: list[int] = []
+        if max_size == 1:  # the unbatched common case, kept short
+            for queue in self.by_priority:
+                while queue:
+                    i = queue.popleft()
+                    if state[i] == IN_LINE:
+                        self.count -= 1
+                        return [i]
+        for queue in self.by_priority:
+            while queue and len(batch) < max_size:
+                i = queue.popleft()
+                if state[i] == IN_LINE:
+                    batch.append(i)
+            if len(batch) == max_size:
+                break
+        self.count -= len(batch)
+        return batch
+
+    def drain(self, state) -> list[int]:  # noqa: ANN001
+        """Every live request, in the order the line would serve them; the line is left empty."""
+        waiting = [i for queue in self.by_priority for i in queue if state[i] == IN_LINE]
+        for queue in self.by_priority:
+            queue.clear()
+        self.count = 0
+        return waiting
+
+
+class Replica:
+    """One model server of a pool: its line, its random stream, and its state."""
+
+    __slots__ = (
+        "index",
+        "line",
+        "rng",
+        "in_service",
+        "status",
+        "serving",
+        "down",
+        "parked",
+        "running",
+        "record",
+    )
+
+    def __init__(self, index: int, line: Line, rng: np.random.Generator, provisioned: bool) -> None:
+        self.index = index
+        self.line = line
+        self.rng = rng
+        self.in_service = 0  # requests in its running batches
+        self.status = READY if provisioned else OFF
+        self.serving = provisioned  # takes batches: ready and not failed
+        self.down = 0  # faults holding it down
+        self.parked: list[simpy.Event] = []  # its slots, waiting until it serves
+        self.running: dict[simpy.Process, tuple[list[int], int]] = {}  # batches a fault could cut
+        self.record = -1  # its current row of the provisioning record
+
+
+class Pool:
+    """The replicas of one model in one site, sharing one line."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        site: Site,
+        config: PoolConfig,
+        label: str,
+        stream_prefix: str,
+        balancer_name: str,
+    ) -> None:
+        self.platform, self.site, self.config = platform, site, config
+        self.index = len(platform.pools)  # its rows in the batch and provisioning records
+        self.label = label  # its name in the batch and provisioning tables
+        self.model = config.name  # its name in the log's ``model`` column
+        self.size = config.max_replicas  # replicas built
+        self.max_size = config.batcher.max_batch_size  # knobs the surge controller may turn
+        self.max_wait_s = config.batcher.max_wait_s
+        self.balancer_name = balancer_name
+        self.lines = [platform.new_line() for _ in range(self.line_count())]
+        self.replicas = [
+            Replica(
+                r,
+                self.lines[r if len(self.lines) > 1 else 0],
+                platform.stream(f"{stream_prefix}replica-{r}"),
+                r < config.replicas,
+            )
+            for r in range(self.size)
+        ]
+        self.up = self.size  # replicas not failed
+        self.active = config.replicas  # starting or ready (the autoscaler's count)
+        self.last_join_s = 0.0
+        self.last_busy_s = 0.0
+        self.own_times = False  # batches of one use the arrivals' service_s
+        self.answer_delay_s = platform.config.network_hop_s  # from a batch's end to the answer's arrival
+        # Hooks, each a null object until a control attaches itself.
+        self.admission = platform.open_admission
+        self.autoscaler = platform.no_autoscaler
+        self.exit = platform.answers
+
+    def line_count(self) -> int:
+        return 1
+
+    # -- joining --------------------------------------------------------------------------------------
+    def choose(self) -> Line:
+        return self.lines[0]
+
+    def join(self, i: int, now: float, front: bool = False) -> None:
+        """Request ``i`` joins this pool's line (``front``: a retry goes first)."""
+        platform = self.platform
+        if not self.admission.admit(self, i, now):
+            return
+        requests = platform.requests
+        line = self.choose()
+        requests.joined[i] = now
+        requests.line_of[i] = line.index
+        requests.state[i] = IN_LINE
+        if front:
+            line.by_priority[requests.rank[i]].appendleft(i)
+        else:
+            line.by_priority[requests.rank[i]].append(i)
+        line.count += 1
+        self.last_join_s = now
+        self.autoscaler.on_join(self, now)
+        # Wake a free slot when the line stops being empty or fills a batch; the rest is its timer's job.
+        if line.idle_slots and (line.count == 1 or line.count >= self.max_size):
+            line.wake_one()
+
+    def rebalance(self, now: float) -> None:
+        """Deal again the requests waiting for replicas that no longer serve (one line: nothing to do)."""
+
+    # -- replica states -------------------------------------------------------------------------------
+    def serve(self, replica: Replica) -> None:
+        """The replica takes batches again, if it is ready and not failed."""
+        if replica.status != READY or replica.down:
+            return
+        replica.serving = True
+        self.changed()
+        parked, replica.parked = replica.parked, []
+        for event in parked:
+            event.succeed()
+        self.rebalance(self.platform.env.now)
+
+    def stop_serving(self, replica: Replica) -> None:
+        replica.serving = False
+        self.changed()
+
+    def changed(self) -> None:
+        """A replica's state changed (the balancer's choices may too)."""
+
+    def busy(self) -> bool:
+        return any(replica.in_service for replica in self.replicas)
+
+    def in_system(self) -> int:
+        return sum(line.count for line in self.lines) + sum(r.in_service for r in self.replicas)
+
+
+class DispatchPool(Pool):
+    """A line per replica; a request joins the line ``choose`` picks, at once."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.choices: list[int] | None = None
+        super().__init__(*args, **kwargs)
+
+    def line_count(self) -> int:
+        return self.size
+
+    def changed(self) -> None:
+        self.choices = None
+
+    def candidates(self) -> list[int]:
+        """The replicas a request may be sent to: those serving, else starting, else not failed."""
+        if self.choices is None:
+            self.choices = self._candidates()
+        return self.choices
+
+    def _candidates(self) -> list[int]:
+        replicas = self.replicas
+        serving = [r for r in range(self.size) if replicas[r].serving]
+        if serving:
+            return serving
+        starting = [r for r in range(self.size) if replicas[r].status == STARTING and not replicas[r].down]
+        return starting or [r for r in range(self.size) if not replicas[r].down] or list(range(self.size))
+
+    def rebalance(self, now: float) -> None:
+        serving = {r for r in range(self.size) if self.replicas[r].serving}
+        if not serving:
+            return
+        state = self.platform.requests.state
+        stranded = [i for r, line in enumerate(self.lines) if r not in serving for i in line.drain(state)]
+        for i in stranded:
+            self.join(i, now)
+
+
+class RoundRobinPool(DispatchPool):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.next_replica = 0
+
+    def choose(self) -> Line:
+        choices = self.candidates()
+        k = self.next_replica % len(choices)
+        self.next_replica = (k + 1) % len(choices)
+        return self.lines[choices[k]]
+
+
+class ShortestQueuePool(DispatchPool):
+    def choose(self) -> Line:
+        lines, replicas = self.lines, self.replicas
+        choices = self.candidates()
+        loads = [lines[r].count + replicas[r].in_service for r in choices]
+        return lines[choices[loads.index(min(loads))]]
+
+
+class PowerOfTwoPool(DispatchPool):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.balancer = self.platform.stream(self.balancer_name)
+        self.pairs: list[tuple[int, int]] = []
+        self.pairs_of = 0  # how many candidates the drawn pairs are for
+
+    def choose(self) -> Line:
+        lines, replicas = self.lines, self.replicas
+        choices = self.candidates()
+        if len(choices) == 1:
+            return lines[choices[0]]
+        if not self.pairs or self.pairs_of != len(choices):  # draw pairs of distinct replicas in blocks
+            r = len(choices)
+            first = self.balancer.integers(0, r, size=4096)
+            second = self.balancer.integers(0, r - 1, size=4096)
+            second += second >= first
+            self.pairs = list(zip(first.tolist(), second.tolist(), strict=True))[::-1]
+            self.pairs_of = r
+        a, b = self.pairs.pop()
+        a, b = choices[a], choices[b]
+        return (
+            lines[b]
+            if lines[b].count + replicas[b].in_service < lines[a].count + replicas[a].in_service
+            else lines[a]
+        )
+
+
+def pool_class(config: PoolConfig) -> type[Pool]:
+    """The pool variant of a config's policy (a lone replica has no choice to make)."""
+    if config.policy == "shared_queue" or config.max_replicas == 1:
+        return Pool
+    return {
+        "round_robin": RoundRobinPool,
+        "join_shortest_queue": ShortestQueuePool,
+        "power_of_two": PowerOfTwoPool,
+    }[config.policy]

@@ -1,0 +1,122 @@
+"""A replica's batch slots: the static batcher, today's baseline.
+
+A replica runs up to ``max_concurrent_batches`` batches at once, one per slot. A free slot takes up to
+``max_batch_size`` waiting requests; with fewer waiting it holds off until the line fills up or its
+oldest request has waited ``max_wait_s`` (with ``max_wait_s = 0`` it takes whatever waits). The batch
+lasts ``service.batch_time_s(B, sum of tokens_in, max of tokens_out, rng)`` with the replica's own
+stream, and nobody joins or leaves it until it ends (when ``max_batch_size == 1`` and the arrivals
+carry ``service_s``, the request's own time is used: the hook shared with ``fastpath``). A fault may
+cut a batch short: its requests go back to a line (``sim.faults``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+import simpy
+
+from .requests import IN_MODEL
+
+if TYPE_CHECKING:
+    from .pool import Pool, Replica
+
+
+def delay_until(now: float, target: float) -> float:
+    """A delay ``d`` with ``now + d == target`` in floating point, so an event lands exactly on time."""
+    d = target - now
+    for _ in range(4):
+        landed = now + d
+        if landed == target:
+            break
+        d = math.nextafter(d, math.inf if landed < target else -math.inf)
+    return max(d, 0.0)
+
+
+def _succeed_if_pending(timer: simpy.Event) -> None:
+    """A batcher's timer fired: wake its slot unless something else already has."""
+    slot_event = timer.value
+    if not slot_event.triggered:
+        slot_event.succeed()
+
+
+class StaticBatcher:
+    """The slots of every replica of a pool: form a batch, run it to its longest answer."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def start(self) -> None:
+        env = self.pool.platform.env
+        slots = self.pool.config.batcher.max_concurrent_batches
+        for replica in self.pool.replicas:
+            for _ in range(slots):
+                env.process(self.slot(replica))
+
+    def slot(self, replica: Replica) -> Generator[simpy.Event, None, None]:
+        pool = self.pool
+        platform = pool.platform
+        env, requests, recorder = platform.env, platform.requests, platform.batches
+        state, batch_of, joined = requests.state, requests.batch_of, requests.joined
+        tokens_in, tokens_out = requests.tokens_in, requests.tokens_out
+        service_s = requests.service_s if pool.own_times else None
+        batch_time_s, purge = pool.config.service.batch_time_s, platform.deadlines.purge
+        gateway, site, line, rng, r = platform.gateway, pool.site, replica.line, replica.rng, replica.index
+        index = pool.index
+        while True:
+            now = env.now
+            if not replica.serving:  # off, starting or failed: wait until it serves
+                wake = env.event()
+                replica.parked.append(wake)
+                yield wake
+                continue
+            purge(now)
+            waiting = line.count
+            max_size = pool.max_size
+            due = now
+            if 0 < waiting < max_size and pool.max_wait_s > 0:
+                due = line.oldest_joined(state, joined) + pool.max_wait_s
+            if waiting == 0 or due > now:
+                wake = env.event()
+                line.idle_slots.append(wake)
+                if waiting:
+                    env.timeout(delay_until(now, due), wake).callbacks.append(_succeed_if_pending)
+                yield wake
+                continue
+            batch = line.take(state, max_size)
+            size = len(batch)
+            if service_s is not None and size == 1:
+                duration_s = service_s[batch[0]]
+            else:
+                if size == 1:
+                    total_in, longest_out = tokens_in[batch[0]], tokens_out[batch[0]]
+                else:
+                    total_in = sum([tokens_in[i] for i in batch])
+                    longest_out = max([tokens_out[i] for i in batch])
+                duration_s = batch_time_s(size, total_in, longest_out, rng)
+                if not 0.0 <= duration_s < math.inf:
+                    raise ValueError(
+                        f"service.batch_time_s({size}, {total_in}, {longest_out}) returned {duration_s!r}; "
+                        "a batch time must be finite and >= 0"
+                    )
+            k = len(recorder)
+            for i in batch:
+                state[i] = IN_MODEL
+                batch_of[i] = k
+            recorder.append((now, now + duration_s, r, size, index))
+            gateway.backlog -= size
+            site.backlog -= size
+            replica.in_service += size
+            if line.count and line.idle_slots:
+                line.wake_one()
+            me = env.active_process
+            replica.running[me] = (batch, k)
+            try:
+                yield env.timeout(duration_s)
+            except simpy.Interrupt:  # a fault ended the batch: sim.faults put its requests back already
+                continue
+            del replica.running[me]
+            replica.in_service -= size
+            pool.autoscaler.on_batch_end(pool, replica, env.now)
+            pool.exit.on_batch_end(pool, batch, env.now)

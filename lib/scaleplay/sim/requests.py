@@ -1,0 +1,125 @@
+"""Every request of a run: the arrival columns and what the components stamp on it.
+
+One typed array per column, indexed by the request's row (8 bytes a float, 1 byte a state), so a
+million requests cost tens of megabytes, not the boxed floats of Python lists. A component that is off
+leaves its columns out (``first_batch`` without a cascade, ``origin`` without regions).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+import numpy as np
+import pandas as pd
+
+from ..schema import ARRIVAL_COLUMNS, REJECT_REASONS, check_columns
+
+# A request's state while the model runs; outcomes are read off them at the end.
+FETCHING, IN_LINE, IN_MODEL, REJECTED, TIMED_OUT, ANSWERED = range(1, 7)
+QUEUE_FULL, RATE_LIMITED, SHED, OVERFLOW = (
+    REJECT_REASONS.index(r) for r in ("queue_full", "rate_limited", "shed", "overflow")
+)
+
+
+def floats(values: np.ndarray) -> array:
+    out = array("d")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    return out
+
+
+def ints(values: np.ndarray) -> array:
+    out = array("q")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.int64).tobytes())
+    return out
+
+
+def filled(code: str, value: float, count: int) -> array:
+    return array(code, [value]) * count
+
+
+def as_numpy(values: array, dtype: type) -> np.ndarray:
+    """A typed column as a numpy array (a copy, so the run's buffers can go)."""
+    return np.frombuffer(values, dtype=dtype).copy() if len(values) else np.empty(0, dtype=dtype)
+
+
+class Requests:
+    """The per-request columns of one run (``n`` requests, in arrival order)."""
+
+    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+        n = len(columns["t_s"])
+        self.n = n
+        self.t = floats(columns["t_s"])
+        priority = columns["priority"]
+        if n and priority.min() == priority.max():  # one class: no sort needed
+            levels, rank = 1, np.zeros(n, dtype=np.int64)
+        else:
+            unique, rank = np.unique(priority, return_inverse=True)
+            levels = max(len(unique), 1)
+        self.levels = levels
+        self.rank = ints(rank)
+        self.priority = ints(priority)
+        self.tokens_in = ints(columns["tokens_in"])
+        self.tokens_out = ints(columns["tokens_out"])
+        self.state = array("b", bytes(n))
+        self.reason = array("b", bytes(n))
+        self.ready = filled("d", math.nan, n)
+        self.joined = self.ready  # when it joined its current line; a cascade keeps its own
+        self.line_of = array("i", bytes(4 * n))
+        self.batch_of = filled("q", -1, n)
+        # It has started once (escalated, or retried after a fault): no deadline any more.
+        self.exempt = array("b", bytes(n))
+        service_s = columns.get("service_s")
+        self.service_s = None if service_s is None else floats(service_s)
+
+
+def arrival_columns(arrivals: pd.DataFrame, with_difficulty: bool = False) -> dict[str, np.ndarray]:
+    """Check the arrivals table and return its columns as numpy arrays (``difficulty`` if asked)."""
+    check_columns(arrivals, ARRIVAL_COLUMNS, "arrivals")
+    out: dict[str, np.ndarray] = {}
+    for name in ("request_id", "priority", "tokens_in", "tokens_out"):
+        values = arrivals[name].to_numpy()
+        if not np.issubdtype(values.dtype, np.integer):
+            raise TypeError(f"arrivals['{name}'] must hold integers, got dtype {values.dtype}")
+        out[name] = values.astype(np.int64)
+    for name in ("priority", "tokens_in", "tokens_out"):
+        if len(out[name]) and out[name].min() < 0:
+            row = int(np.argmin(out[name]))
+            raise ValueError(f"arrivals['{name}'] must be >= 0; row {row} holds {out[name][row]}")
+    ids = out["request_id"]
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # increasing ids need no sort
+        ordered = np.sort(ids)
+        repeats = ordered[1:] == ordered[:-1]
+        if repeats.any():
+            raise ValueError(
+                f"arrivals['request_id'] must be unique; it holds repeats (e.g. {ordered[1:][repeats][0]})"
+            )
+    float_names = ["t_s"] + (["service_s"] if "service_s" in arrivals.columns else [])
+    for name in float_names:
+        values = arrivals[name].to_numpy()
+        if not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
+            raise TypeError(f"arrivals['{name}'] must hold numbers, got dtype {values.dtype}")
+        values = values.astype(np.float64)
+        bad = ~np.isfinite(values) | (values < 0)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ValueError(f"arrivals['{name}'] must be finite and >= 0; row {row} holds {values[row]!r}")
+        out[name] = values
+    if with_difficulty:
+        values = arrivals["difficulty"].to_numpy()
+        if not np.issubdtype(values.dtype, np.number):
+            raise TypeError(f"arrivals['difficulty'] must hold numbers, got dtype {values.dtype}")
+        values = values.astype(np.float64)
+        bad = ~((values >= 0) & (values <= 1))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ValueError(f"arrivals['difficulty'] must lie in [0, 1]; row {row} holds {values[row]!r}")
+        out["difficulty"] = values
+    t = out["t_s"]
+    if len(t) > 1 and (np.diff(t) < 0).any():
+        row = int(np.argmax(np.diff(t) < 0))
+        raise ValueError(
+            f"arrivals must be sorted by t_s; row {row + 1} (t_s={t[row + 1]!r}) comes after "
+            f"row {row} (t_s={t[row]!r})"
+        )
+    return out
