@@ -24,13 +24,30 @@ from .controllers.cascade import Escalation
 from .controllers.modes import ModeController
 from .controllers.timebox import OpenAdmission, TimeBox
 from .faults import FaultInjector
-from .gateway import Deadlines, Gateway, NoDeadlines
+from .gateway import Deadlines, DirectFeed, Gateway, NoDeadlines
 from .ingestion import Ingestion, NoIngestion
-from .pool import Line, Pool, pool_class
+from .pool import ArrivalLine, Line, Pool, pool_class
 from .replica import StaticBatcher, delay_until
 from .requests import Requests
 from .response import LatencyWindow, NoLatencyWindow, Responses
 from .router import GeoRouter, Router
+
+
+def is_plain(config: PlatformConfig) -> bool:
+    """No admission rule, feature fetch, region or control, and one line: arrivals join in order."""
+    gateway, pool = config.gateway, config.pool
+    return (
+        gateway.queue_capacity is None
+        and gateway.rate_limit_per_s is None
+        and gateway.shed_queue_length is None
+        and gateway.timeout_s is None
+        and all(
+            getattr(config, name) is None
+            for name in ("ingestion", "cascade", "timebox", "modes", "overflow", "regions")
+        )
+        and pool.autoscaler is None
+        and (pool.policy == "shared_queue" or pool.replicas == 1)
+    )
 
 
 class Site:
@@ -74,10 +91,15 @@ class Platform:
         self.open_admission = OpenAdmission()
         self.no_autoscaler = NoAutoscaler()
         gateway = config.gateway
+        # A plain platform (one class, one line, no admission rule, fetch, region or control) feeds
+        # its arrivals into the line in bulk: the same run, without touching each request.
+        self.plain = self.requests.levels == 1 and is_plain(config)
+        if self.plain:
+            self.requests.ready = self.requests.joined = self.requests.t
         self.deadlines = (
             Deadlines(self, gateway.timeout_s) if gateway.timeout_s is not None else NoDeadlines()
         )
-        self.gateway = Gateway(self, gateway, config.overflow)
+        self.gateway = (DirectFeed if self.plain else Gateway)(self, gateway, config.overflow)
         self.ingestion = (
             Ingestion(self, config.ingestion) if config.ingestion is not None else NoIngestion(self)
         )
@@ -135,8 +157,12 @@ class Platform:
     def stream(self, name: str) -> np.random.Generator:
         return stream(self.seed, name)
 
-    def new_line(self) -> Line:
-        line = Line(len(self.lines), self.requests.levels)
+    def new_line(self, arrivals: bool = False) -> Line:
+        index = len(self.lines)
+        if arrivals:
+            line = ArrivalLine(index, self.requests.t, self.env)
+        else:
+            line = Line(index, self.requests.levels, self.env)
         self.lines.append(line)
         return line
 

@@ -16,6 +16,7 @@ timeout per arrival would give.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Generator
 from typing import TYPE_CHECKING
@@ -89,6 +90,50 @@ class Gateway:
             remember(i)
             router.assign(i)
             ingestion.fetch(i, now)
+        self.fed_all = True
+
+
+class DirectFeed(Gateway):
+    """The gateway of a plain platform: no admission rule, so every arrival joins the one line
+    (``pool.ArrivalLine``) as it comes. Arrivals between two events are fed in one step; the one that
+    fills the line enough to wake an idle slot (the first into an empty line, or the one that makes a
+    full batch) is fed alone, at its time, as a timeout per arrival would."""
+
+    def feed(self) -> Generator[simpy.Event, None, None]:
+        platform = self.platform
+        env, t, n = platform.env, platform.requests.t, platform.requests.n
+        site = platform.sites[0]
+        pool = site.large
+        line = pool.lines[0]
+        queue = env._queue
+        j, now = 0, 0.0
+        while j < n:
+            tj = t[j]
+            if tj > now:
+                if queue and queue[0][0] <= tj:  # something is due first: let it happen
+                    d = tj - now
+                    yield env.timeout(d if now + d == tj else delay_until(now, tj))
+                else:
+                    env._now = tj
+                now = tj
+            # Arrival j joins: it may wake an idle slot or arm the batching deadline.
+            line.count += 1
+            line.fed = j = j + 1
+            self.backlog += 1
+            site.backlog += 1
+            max_size = pool.max_size
+            line.joined(max_size, pool.max_wait_s, now)
+            # The arrivals before the next event and before the next wake join in one step.
+            last = bisect_left(t, queue[0][0], j, n) if queue else n
+            if line.idle_slots:
+                last = min(last, j + max(max_size - 1 - line.count, 0))
+            if last > j:
+                added = last - j
+                line.count += added
+                line.fed = j = last
+                self.backlog += added
+                site.backlog += added
+                env._now = now = t[j - 1]
         self.fed_all = True
 
 

@@ -16,6 +16,8 @@ off) and ``exit`` (what follows a batch: the answer, or a cascade's escalation).
 
 from __future__ import annotations
 
+import math
+from array import array
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -23,7 +25,8 @@ import numpy as np
 import simpy
 
 from ..config import PoolConfig
-from .requests import IN_LINE
+from .replica import delay_until
+from .requests import IN_LINE, IN_MODEL
 
 if TYPE_CHECKING:
     from .engine import Platform, Site
@@ -33,15 +36,22 @@ OFF, STARTING, READY, DRAINING = range(4)
 
 
 class Line:
-    """One waiting line: a FIFO per priority level, served lowest level first."""
+    """One waiting line: a FIFO per priority level, served lowest level first.
 
-    __slots__ = ("index", "by_priority", "count", "idle_slots")
+    It keeps the free slots waiting for work (``idle_slots``, woken first come first served) and one
+    batching deadline (``armed_s``): the moment its oldest request will have waited ``max_wait_s``,
+    when one idle slot wakes to take whatever waits. One timer per line, not one per idle slot.
+    """
 
-    def __init__(self, index: int, levels: int) -> None:
+    __slots__ = ("index", "by_priority", "count", "idle_slots", "armed_s", "env")
+
+    def __init__(self, index: int, levels: int, env: simpy.Environment) -> None:
         self.index = index
         self.by_priority = [deque() for _ in range(levels)]
         self.count = 0  # live requests; the deques may still hold timed-out ones
         self.idle_slots: deque[simpy.Event] = deque()
+        self.armed_s = math.inf  # when the batching deadline fires (inf: none armed)
+        self.env = env
 
     def wake_one(self) -> None:
         idle = self.idle_slots
@@ -57,6 +67,26 @@ class Line:
         for event in idle:
             if not event.triggered:
                 event.succeed()
+
+    def arm(self, due_s: float, now: float) -> None:
+        """Wake an idle slot at ``due_s`` unless the deadline already armed comes first."""
+        if due_s < self.armed_s:
+            self.armed_s = due_s
+            self.env.timeout(delay_until(now, due_s), due_s).callbacks.append(self._on_deadline)
+
+    def _on_deadline(self, event: simpy.Event) -> None:
+        if event.value == self.armed_s:  # not superseded by an earlier deadline
+            self.armed_s = math.inf
+            self.wake_one()
+
+    def joined(self, max_size: int, max_wait_s: float, now: float) -> None:
+        """A request joined: wake a free slot if the batch is full, or it is the first and need not
+        wait; else the first one arms the deadline."""
+        if self.idle_slots:
+            if self.count >= max_size or (self.count == 1 and max_wait_s == 0):
+                self.wake_one()
+            elif self.count == 1:
+                self.arm(now + max_wait_s, now)
 
     def oldest_joined(self, state, joined) -> float:  # noqa: ANN001 - typed arrays
         oldest = float("inf")
@@ -94,6 +124,49 @@ class Line:
             queue.clear()
         self.count = 0
         return waiting
+
+    @staticmethod
+    def tokens(batch: list[int], tokens_in, tokens_out) -> tuple[int, int]:  # noqa: ANN001
+        """The batch's prompt tokens in all and its longest answer."""
+        return sum([tokens_in[i] for i in batch]), max([tokens_out[i] for i in batch])
+
+    @staticmethod
+    def stamp(batch: list[int], k: int, state, batch_of) -> None:  # noqa: ANN001
+        """The batch's requests are in the model, in batch ``k``."""
+        for i in batch:
+            state[i] = IN_MODEL
+            batch_of[i] = k
+
+
+class ArrivalLine(Line):
+    """The one line of a plain platform (one class, no admission rule, no feature fetch, no control):
+    every request joins it as it arrives, so the line is the run of arrivals ``[head, fed)`` and a
+    batch is a slice of them. ``gateway.DirectFeed`` moves ``fed`` in bulk; nobody is stamped one by
+    one (a request's state stays 0 and the log reads its outcome off its batch)."""
+
+    __slots__ = ("t", "head", "fed")
+
+    def __init__(self, index: int, t, env: simpy.Environment) -> None:  # noqa: ANN001
+        super().__init__(index, 1, env)
+        self.t, self.head, self.fed = t, 0, 0
+
+    def oldest_joined(self, state, joined) -> float:  # noqa: ANN001
+        return self.t[self.head]
+
+    def take(self, state, max_size: int) -> range:  # noqa: ANN001
+        head = self.head
+        batch = range(head, head + min(max_size, self.count))
+        self.head = batch.stop
+        self.count -= len(batch)
+        return batch
+
+    @staticmethod
+    def tokens(batch: range, tokens_in, tokens_out) -> tuple[int, int]:  # noqa: ANN001
+        return sum(tokens_in[batch.start : batch.stop]), max(tokens_out[batch.start : batch.stop])
+
+    @staticmethod
+    def stamp(batch: range, k: int, state, batch_of) -> None:  # noqa: ANN001
+        batch_of[batch.start : batch.stop] = array("q", [k]) * len(batch)
 
 
 class Replica:
@@ -145,7 +218,7 @@ class Pool:
         self.max_size = config.batcher.max_batch_size  # knobs the surge controller may turn
         self.max_wait_s = config.batcher.max_wait_s
         self.balancer_name = balancer_name
-        self.lines = [platform.new_line() for _ in range(self.line_count())]
+        self.lines = [platform.new_line(arrivals=platform.plain) for _ in range(self.line_count())]
         self.replicas = [
             Replica(
                 r,
@@ -190,9 +263,7 @@ class Pool:
         line.count += 1
         self.last_join_s = now
         self.autoscaler.on_join(self, now)
-        # Wake a free slot when the line stops being empty or fills a batch; the rest is its timer's job.
-        if line.idle_slots and (line.count == 1 or line.count >= self.max_size):
-            line.wake_one()
+        line.joined(self.max_size, self.max_wait_s, now)
 
     def rebalance(self, now: float) -> None:
         """Deal again the requests waiting for replicas that no longer serve (one line: nothing to do)."""

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import simpy
 
-from .requests import IN_MODEL
 
 if TYPE_CHECKING:
     from .pool import Pool, Replica
@@ -32,13 +31,6 @@ def delay_until(now: float, target: float) -> float:
             break
         d = math.nextafter(d, math.inf if landed < target else -math.inf)
     return max(d, 0.0)
-
-
-def _succeed_if_pending(timer: simpy.Event) -> None:
-    """A batcher's timer fired: wake its slot unless something else already has."""
-    slot_event = timer.value
-    if not slot_event.triggered:
-        slot_event.succeed()
 
 
 class StaticBatcher:
@@ -81,7 +73,7 @@ class StaticBatcher:
                 wake = env.event()
                 line.idle_slots.append(wake)
                 if waiting:
-                    env.timeout(delay_until(now, due), wake).callbacks.append(_succeed_if_pending)
+                    line.arm(due, now)
                 yield wake
                 continue
             batch = line.take(state, max_size)
@@ -92,8 +84,7 @@ class StaticBatcher:
                 if size == 1:
                     total_in, longest_out = tokens_in[batch[0]], tokens_out[batch[0]]
                 else:
-                    total_in = sum([tokens_in[i] for i in batch])
-                    longest_out = max([tokens_out[i] for i in batch])
+                    total_in, longest_out = line.tokens(batch, tokens_in, tokens_out)
                 duration_s = batch_time_s(size, total_in, longest_out, rng)
                 if not 0.0 <= duration_s < math.inf:
                     raise ValueError(
@@ -101,9 +92,7 @@ class StaticBatcher:
                         "a batch time must be finite and >= 0"
                     )
             k = len(recorder)
-            for i in batch:
-                state[i] = IN_MODEL
-                batch_of[i] = k
+            line.stamp(batch, k, state, batch_of)
             recorder.append((now, now + duration_s, r, size, index))
             gateway.backlog -= size
             site.backlog -= size
