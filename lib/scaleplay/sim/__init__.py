@@ -22,15 +22,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._validate import check_int, check_positive
+from .._validate import check_in, check_int, check_positive
 from ..config import PlatformConfig
 from ..config.regions import check_origin_names
 from ..rng import stream
 from .engine import Platform
-from .output import SimulationResult, interval_count, result
+from .output import NARROW_LOG_COLUMNS, SimulationResult, interval_count, result
 from .requests import arrival_columns
 
-__all__ = ["SimulationResult", "simulate"]
+__all__ = ["NARROW_LOG_COLUMNS", "SimulationResult", "simulate"]
 
 
 def simulate(
@@ -41,16 +41,16 @@ def simulate(
     horizon_s: float | None = None,
     timeline_step_s: float = 1.0,
     progress: bool = False,
+    log_columns: str = "all",
 ) -> SimulationResult:
     """Play ``arrivals`` (``schema.ARRIVAL_COLUMNS``, sorted by ``t_s``) through the platform.
 
-    ``seed`` fixes every random draw: the fetch delays (stream ``"ingestion"``), each replica's batch
-    times (``"service/replica-<r>"``, ``"service/<pool name>/replica-<r>"`` for a cascade's small
-    model and ``"service/<region>/replica-<r>"`` with regions), the balancer's choices
-    (``"balancer"``) and, with regions, the requests' origins (``"origin"``). ``horizon_s`` stops the
-    run (default: run until every request has its outcome). ``progress`` shows a tqdm bar that
-    advances with simulated time. See the module docstring for the model, ``scaleplay.controls`` for
-    the controls and ``scaleplay.regions`` for regions and faults.
+    ``seed`` fixes every random draw; each component draws from its own named stream (listed in
+    ``sim.engine``), so switching one on never moves another's draws. ``horizon_s`` stops the run
+    (default: run until every request has its outcome). ``progress`` shows a tqdm bar that advances
+    with simulated time. ``log_columns="narrow"`` returns a RequestLog of the columns a planner reads
+    (``NARROW_LOG_COLUMNS``), which saves memory on long runs. ``scaleplay.config`` documents the
+    configs and their rules.
     """
     if not isinstance(config, PlatformConfig):
         raise TypeError(f"config must be a PlatformConfig, got {type(config).__name__}")
@@ -59,6 +59,7 @@ def simulate(
     timeline_step_s = check_positive("timeline_step_s", timeline_step_s)
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be True or False, got {progress!r}")
+    check_in("log_columns", log_columns, ("all", "narrow"))
     if horizon_s is not None:
         interval_count(horizon_s, timeline_step_s)
     columns = arrival_columns(arrivals, with_difficulty=config.cascade is not None)
@@ -82,4 +83,4 @@ def simulate(
 
     platform = Platform(columns, config, seed, horizon_s)
     platform.run(progress)
-    return result(platform, columns, arrivals["class_name"], timeline_step_s)
+    return result(platform, columns, arrivals["class_name"], timeline_step_s, log_columns == "narrow")

@@ -34,6 +34,24 @@ from .requests import REJECTED, TIMED_OUT, as_numpy
 if TYPE_CHECKING:
     from .engine import Platform
 
+COMPLETED_CODE, REJECTED_CODE, TIMED_OUT_CODE = (
+    OUTCOMES.index(x) for x in ("completed", "rejected", "timed_out")
+)
+
+#: The RequestLog's columns with ``log_columns="narrow"``: what a planner or a sweep reads.
+NARROW_LOG_COLUMNS: dict[str, tuple[str, str]] = {
+    name: REQUEST_LOG_COLUMNS[name]
+    for name in (
+        "request_id",
+        "class_name",
+        "arrived_s",
+        "outcome",
+        "reject_reason",
+        "latency_s",
+        "batch_size",
+    )
+}
+
 
 @dataclass(frozen=True, eq=False)
 class SimulationResult:
@@ -110,7 +128,7 @@ def busy_periods(starts: np.ndarray, ends: np.ndarray, replicas: np.ndarray) -> 
 
 def timeline(
     model: Platform,
-    log: pd.DataFrame,
+    log: dict[str, np.ndarray],
     batches: dict[str, np.ndarray],
     deadline_s: np.ndarray,
     horizon_s: float,
@@ -122,7 +140,7 @@ def timeline(
     columns = dict(TIMELINE_COLUMNS)
     if config.modes is not None:
         columns.update(CONTROL_TIMELINE_COLUMNS)
-    bins = max(interval_count(horizon_s, step_s), 1 if len(log) else 0)
+    bins = max(interval_count(horizon_s, step_s), 1 if len(log["arrived_s"]) else 0)
     if bins == 0:
         return pd.DataFrame({name: np.empty(0, dtype=dtype) for name, (dtype, _) in columns.items()})
     starts = np.arange(bins) * step_s
@@ -137,10 +155,10 @@ def timeline(
         where = np.minimum(np.searchsorted(edges, times, side="right"), bins - 1)
         return np.bincount(where, weights=weights, minlength=bins)
 
-    outcome = log["outcome"].to_numpy()
-    ready = log["features_ready_s"].to_numpy()
+    outcome = log["outcome"].codes
+    ready = log["features_ready_s"]
     in_line = ~np.isnan(ready)
-    left_line = np.where(outcome == "timed_out", deadline_s, log["model_start_s"].to_numpy())
+    left_line = np.where(outcome == TIMED_OUT_CODE, deadline_s, log["model_start_s"])
     left_line = np.where(np.isnan(left_line), horizon_s, left_line)
     waits_from, waits_to = ready[in_line], left_line[in_line]
     if len(second_wait[0]):  # escalated requests wait a second time, for the large model
@@ -166,13 +184,13 @@ def timeline(
             "mean_batch_size": np.divide(size_sum, started, out=np.full(bins, np.nan), where=started > 0),
         }
     )
-    arrived = log["arrived_s"].to_numpy()
+    arrived = log["arrived_s"]
     for name, times in (
         ("arrived", arrived),
-        ("admitted", log["admitted_s"].dropna().to_numpy()),
-        ("rejected", arrived[outcome == "rejected"]),
-        ("completed", log["responded_s"].to_numpy()[outcome == "completed"]),
-        ("timed_out", deadline_s[outcome == "timed_out"]),
+        ("admitted", arrived[outcome != REJECTED_CODE]),
+        ("rejected", arrived[outcome == REJECTED_CODE]),
+        ("completed", log["responded_s"][outcome == COMPLETED_CODE]),
+        ("timed_out", deadline_s[outcome == TIMED_OUT_CODE]),
     ):
         timeline[name] = count(times).astype(np.int64)
     if config.modes is not None:
@@ -221,6 +239,7 @@ def request_log(
     model_start = per_request(batches["start_s"], np.nan, first)
     model_end = per_request(batches["end_s"], np.nan)
     answered_by = per_request(batches["pool"], -1)
+    by_large = np.array([pool is pool.site.large for pool in model.pools] + [False])[answered_by]
     answered_s = model.timebox.answered_s if timebox is not None else {}
     cached_s = model.timebox.cached_s if timebox is not None else {}
     if answered_s:  # escalations that ran out of budget: the small answer went out then
@@ -239,7 +258,7 @@ def request_log(
         degraded = np.frombuffer(requests.degraded, dtype=np.uint8).astype(bool)
     human = np.zeros(n, dtype=bool)
     if cascade is not None:
-        human = (answered_by == 0) & ~degraded & cascade.to_human(columns["difficulty"])
+        human = by_large & ~degraded & cascade.to_human(columns["difficulty"])
     arrived = columns["t_s"]
     timeout_s = config.gateway.timeout_s
     deadline_s = arrived + (timeout_s if timeout_s is not None else np.inf)
@@ -266,27 +285,24 @@ def request_log(
     outcome[completed] = OUTCOMES.index("completed")
     outcome[state == REJECTED] = OUTCOMES.index("rejected")
     outcome[state == TIMED_OUT] = OUTCOMES.index("timed_out")
-    reasons = np.asarray(REJECT_REASONS, dtype=object)
-    log = pd.DataFrame(
-        {
-            "request_id": columns["request_id"],
-            "class_name": class_name.iloc[:n].to_numpy(),
-            "priority": columns["priority"],
-            "tokens_in": columns["tokens_in"],
-            "tokens_out": columns["tokens_out"],
-            "arrived_s": arrived,
-            "admitted_s": np.where(state == REJECTED, np.nan, arrived),
-            "features_ready_s": as_numpy(requests.ready, np.float64),
-            "model_start_s": model_start,
-            "model_end_s": model_end,
-            "responded_s": responded,
-            "replica": np.where(cached, -1, per_request(batches["replica"], -1)),
-            "batch_size": np.where(cached, 0, per_request(batches["size"], 0)),
-            "outcome": np.asarray(OUTCOMES, dtype=object)[outcome],
-            "reject_reason": reasons[as_numpy(requests.reason, np.int8).astype(np.int64)],
-            "latency_s": responded - arrived,
-        }
-    )[list(REQUEST_LOG_COLUMNS)]
+    log = {
+        "request_id": columns["request_id"],
+        "class_name": class_name.iloc[:n].to_numpy(),
+        "priority": columns["priority"],
+        "tokens_in": columns["tokens_in"],
+        "tokens_out": columns["tokens_out"],
+        "arrived_s": arrived,
+        "admitted_s": np.where(state == REJECTED, np.nan, arrived),
+        "features_ready_s": as_numpy(requests.ready, np.float64),
+        "model_start_s": model_start,
+        "model_end_s": model_end,
+        "responded_s": responded,
+        "replica": np.where(cached, -1, per_request(batches["replica"], -1)),
+        "batch_size": np.where(cached, 0, per_request(batches["size"], 0)),
+        "outcome": pd.Categorical.from_codes(outcome, OUTCOMES),
+        "reject_reason": pd.Categorical.from_codes(as_numpy(requests.reason, np.int8), REJECT_REASONS),
+        "latency_s": responded - arrived,
+    }
 
     second_wait = (np.empty(0), np.empty(0))
     if cascade is not None or timebox is not None:
@@ -298,23 +314,32 @@ def request_log(
             escalated_s = as_numpy(requests.escalated_s, np.float64)
             joined = ~np.isnan(escalated_s)
             # It left the large model's line when a batch took it, when its budget ran out, or not yet.
-            second_start = np.where(answered_by == 0, per_request(batches["start_s"], np.nan), np.nan)
+            second_start = np.where(by_large, per_request(batches["start_s"], np.nan), np.nan)
             left = np.where(degraded, model_end, second_start)
             left = np.where(np.isnan(left), horizon_s, left)
             second_wait = (escalated_s[joined], left[joined])
-        log["difficulty"] = columns["difficulty"] if "difficulty" in columns else np.nan
+        log["difficulty"] = columns["difficulty"] if "difficulty" in columns else np.full(n, np.nan)
         log["model"] = np.where(completed, answer, "").astype(object)
         log["escalated_s"] = escalated_s
         log["degraded"] = degraded
-        log = log[list(REQUEST_LOG_COLUMNS) + list(CONTROL_LOG_COLUMNS)]
     if rtt_s is not None:
         names = np.asarray(list(config.regions.names) + [""], dtype=object)
         log["origin_region"] = names[columns["origin"]]
         log["region"] = names[region_of]  # -1 picks ""
         log["rtt_s"] = rtt_s
         log["retries"] = as_numpy(requests.retries, np.int64)
-        log = log[[c for c in log.columns if c not in REGION_LOG_COLUMNS] + list(REGION_LOG_COLUMNS)]
     return log, batches, deadline_s, horizon_s, second_wait
+
+
+def log_table(log: dict[str, np.ndarray], narrow: bool) -> pd.DataFrame:
+    """The RequestLog in the documented column order (``NARROW_LOG_COLUMNS`` when ``narrow``)."""
+    if narrow:
+        names = list(NARROW_LOG_COLUMNS)
+    else:
+        names = list(REQUEST_LOG_COLUMNS)
+        names += list(CONTROL_LOG_COLUMNS) if "model" in log else []
+        names += list(REGION_LOG_COLUMNS) if "region" in log else []
+    return pd.DataFrame({name: log[name] for name in names}, copy=False)
 
 
 def provisioning_table(model: Platform, horizon_s: float) -> pd.DataFrame:
@@ -333,15 +358,15 @@ def provisioning_table(model: Platform, horizon_s: float) -> pd.DataFrame:
     )
 
 
-def offline(log: pd.DataFrame, config: PlatformConfig) -> pd.DataFrame:
+def offline(log: dict[str, np.ndarray], config: PlatformConfig) -> pd.DataFrame:
     overflow = config.overflow
-    sent = (log["reject_reason"] == "overflow").to_numpy()
-    queued_s = log["arrived_s"].to_numpy()[sent]
+    sent = log["reject_reason"].codes == REJECT_REASONS.index("overflow")
+    queued_s = log["arrived_s"][sent]
     done_s = overflow.schedule(queued_s) if overflow is not None else np.empty(0)
     price = overflow.price_per_request_usd if overflow is not None else 0.0
     return pd.DataFrame(
         {
-            "request_id": log["request_id"].to_numpy()[sent],
+            "request_id": log["request_id"][sent],
             "queued_s": queued_s,
             "done_s": done_s,
             "delay_s": done_s - queued_s,
@@ -351,9 +376,9 @@ def offline(log: pd.DataFrame, config: PlatformConfig) -> pd.DataFrame:
 
 
 def result(
-    model: Platform, columns: dict[str, np.ndarray], class_name: pd.Series, step_s: float
+    model: Platform, columns: dict[str, np.ndarray], class_name: pd.Series, step_s: float, narrow: bool
 ) -> SimulationResult:
-    """The tables of a finished run."""
+    """The tables of a finished run (a narrow RequestLog when ``narrow``)."""
     log, batches, deadline_s, horizon_s, second_wait = request_log(
         model, columns, class_name, model.horizon_s
     )
@@ -371,7 +396,7 @@ def result(
     )
     changes = [(t_s, MODES[level]) for t_s, level in model.mode_changes if t_s <= horizon_s]
     return SimulationResult(
-        log=log,
+        log=log_table(log, narrow),
         timeline=timeline_table,
         horizon_s=horizon_s,
         config=model.config,

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import simpy
 
-
 if TYPE_CHECKING:
     from .pool import Pool, Replica
 
