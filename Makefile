@@ -27,6 +27,7 @@ test: setup lint unit pairing nbval build-check site-check
 
 lint: setup
 	$(BIN)/ruff check lib tests benchmarks tools _ext
+	$(BIN)/python tools/check_layers.py
 
 # tests/site needs the built site: site-check runs it after build-check.
 unit: setup
