@@ -87,12 +87,21 @@ def interval_count(horizon_s: float, step_s: float) -> int:
     return count
 
 
+#: Requests handled at once when the Timeline sums their waits: bounds the memory of long runs.
+CHUNK = 1 << 20
+
+
 def time_in_bins(starts: np.ndarray, ends: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
     """Seconds the intervals ``[start, end)`` spend inside each bin ``[low, high)``, all summed.
 
     An interval adds its partial pieces to its first and last bins and a whole bin width to every bin
     between (a difference array), so each bin sums only a few small numbers: exact to rounding.
     """
+    if len(starts) > CHUNK:
+        return sum(
+            time_in_bins(starts[k : k + CHUNK], ends[k : k + CHUNK], lows, highs)
+            for k in range(0, len(starts), CHUNK)
+        )
     keep = ends > starts
     starts, ends = starts[keep], ends[keep]
     last_bin = len(lows) - 1
@@ -149,6 +158,9 @@ def timeline(
 
     def level(interval_starts: np.ndarray, interval_ends: np.ndarray) -> np.ndarray:
         seconds = time_in_bins(interval_starts, np.minimum(interval_ends, horizon_s), starts, edges)
+        return per_second(seconds)
+
+    def per_second(seconds: np.ndarray) -> np.ndarray:
         return np.divide(seconds, widths, out=np.zeros(bins), where=widths > 0)
 
     def count(times: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -156,14 +168,20 @@ def timeline(
         return np.bincount(where, weights=weights, minlength=bins)
 
     outcome = log["outcome"].codes
-    ready = log["features_ready_s"]
-    in_line = ~np.isnan(ready)
-    left_line = np.where(outcome == TIMED_OUT_CODE, deadline_s, log["model_start_s"])
-    left_line = np.where(np.isnan(left_line), horizon_s, left_line)
-    waits_from, waits_to = ready[in_line], left_line[in_line]
-    if len(second_wait[0]):  # escalated requests wait a second time, for the large model
-        waits_from = np.concatenate((waits_from, second_wait[0]))
-        waits_to = np.concatenate((waits_to, second_wait[1]))
+    waiting_s = np.zeros(bins)  # request-seconds in the lines, a chunk of requests at a time
+    for k in range(0, len(outcome), CHUNK):
+        part = slice(k, k + CHUNK)
+        ready = log["features_ready_s"][part]
+        in_line = ~np.isnan(ready)
+        left_line = log["model_start_s"][part]
+        if deadline_s is not None:
+            left_line = np.where(outcome[part] == TIMED_OUT_CODE, deadline_s[part], left_line)
+        left_line = np.where(np.isnan(left_line), horizon_s, left_line)
+        waits_from, waits_to = ready[in_line], left_line[in_line]
+        if k == 0 and len(second_wait[0]):  # escalated requests wait a second time, for the large model
+            waits_from = np.concatenate((waits_from, second_wait[0]))
+            waits_to = np.concatenate((waits_to, second_wait[1]))
+        waiting_s += time_in_bins(waits_from, np.minimum(waits_to, horizon_s), starts, edges)
     # Replicas of different pools are different machines: key them apart.
     machine = batches["pool"] * (1 + max(p.size for p in model.pools)) + batches["replica"]
     busy_starts, busy_ends = busy_periods(
@@ -178,7 +196,7 @@ def timeline(
     timeline = pd.DataFrame(
         {
             "t_s": starts,
-            "queue_length": level(waits_from, waits_to),
+            "queue_length": per_second(waiting_s),
             "busy_replicas": level(busy_starts, busy_ends),
             "replicas": replicas,
             "mean_batch_size": np.divide(size_sum, started, out=np.full(bins, np.nan), where=started > 0),
@@ -190,7 +208,7 @@ def timeline(
         ("admitted", arrived[outcome != REJECTED_CODE]),
         ("rejected", arrived[outcome == REJECTED_CODE]),
         ("completed", log["responded_s"][outcome == COMPLETED_CODE]),
-        ("timed_out", deadline_s[outcome == TIMED_OUT_CODE]),
+        ("timed_out", deadline_s[outcome == TIMED_OUT_CODE] if deadline_s is not None else np.empty(0)),
     ):
         timeline[name] = count(times).astype(np.int64)
     if config.modes is not None:
@@ -210,14 +228,18 @@ def timeline(
 
 
 def request_log(
-    model: Platform, columns: dict[str, np.ndarray], class_name: pd.Series, horizon_s: float | None
+    model: Platform,
+    columns: dict[str, np.ndarray],
+    class_name: pd.Series,
+    horizon_s: float | None,
+    narrow: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, float, tuple[np.ndarray, np.ndarray]]:
     """The RequestLog of a finished run, the batch record, each request's deadline, the horizon, and
     the second waits of escalated requests (joined the large model's line, left it)."""
     config, requests = model.config, model.requests
     n = requests.n
     cascade, timebox = config.cascade, config.timebox
-    state = as_numpy(requests.state, np.int8).astype(np.int64)
+    state = as_numpy(requests.state, np.int8)
     batch_of = as_numpy(requests.batch_of, np.int64)
     table = np.asarray(model.batches, dtype=np.float64).reshape(-1, 5)
     batches = {
@@ -261,7 +283,7 @@ def request_log(
         human = by_large & ~degraded & cascade.to_human(columns["difficulty"])
     arrived = columns["t_s"]
     timeout_s = config.gateway.timeout_s
-    deadline_s = arrived + (timeout_s if timeout_s is not None else np.inf)
+    deadline_s = arrived + timeout_s if timeout_s is not None else None
     responded = model_end + config.network_hop_s
     rtt_s = None
     if config.regions is not None:  # the whole round trip between the user and the serving region
@@ -274,14 +296,15 @@ def request_log(
     if human.any():
         responded = responded + np.where(human, cascade.human_delay_s, 0.0)
     if horizon_s is None:
-        finals = [arrived, responded[served], deadline_s[state == TIMED_OUT]]
+        finals = [arrived, responded[served]]
+        finals += [deadline_s[state == TIMED_OUT]] if deadline_s is not None else []
         horizon_s = float(max((x.max() for x in finals if len(x)), default=0.0))
     else:
         model_end[model_end > horizon_s] = np.nan
     completed = served & (responded <= horizon_s)
     responded[~completed] = np.nan
 
-    outcome = np.full(n, OUTCOMES.index("in_flight"), dtype=np.int64)
+    outcome = np.full(n, OUTCOMES.index("in_flight"), dtype=np.int8)
     outcome[completed] = OUTCOMES.index("completed")
     outcome[state == REJECTED] = OUTCOMES.index("rejected")
     outcome[state == TIMED_OUT] = OUTCOMES.index("timed_out")
@@ -292,12 +315,12 @@ def request_log(
         "tokens_in": columns["tokens_in"],
         "tokens_out": columns["tokens_out"],
         "arrived_s": arrived,
-        "admitted_s": np.where(state == REJECTED, np.nan, arrived),
+        "admitted_s": None if narrow else np.where(state == REJECTED, np.nan, arrived),
         "features_ready_s": as_numpy(requests.ready, np.float64),
         "model_start_s": model_start,
         "model_end_s": model_end,
         "responded_s": responded,
-        "replica": np.where(cached, -1, per_request(batches["replica"], -1)),
+        "replica": None if narrow else np.where(cached, -1, per_request(batches["replica"], -1)),
         "batch_size": np.where(cached, 0, per_request(batches["size"], 0)),
         "outcome": pd.Categorical.from_codes(outcome, OUTCOMES),
         "reject_reason": pd.Categorical.from_codes(as_numpy(requests.reason, np.int8), REJECT_REASONS),
@@ -380,7 +403,7 @@ def result(
 ) -> SimulationResult:
     """The tables of a finished run (a narrow RequestLog when ``narrow``)."""
     log, batches, deadline_s, horizon_s, second_wait = request_log(
-        model, columns, class_name, model.horizon_s
+        model, columns, class_name, model.horizon_s, narrow
     )
     provisioning = provisioning_table(model, horizon_s)
     timeline_table = timeline(model, log, batches, deadline_s, horizon_s, step_s, provisioning, second_wait)

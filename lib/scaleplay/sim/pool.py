@@ -166,7 +166,7 @@ class ArrivalLine(Line):
 
     @staticmethod
     def stamp(batch: range, k: int, state, batch_of) -> None:  # noqa: ANN001
-        batch_of[batch.start : batch.stop] = array("q", [k]) * len(batch)
+        batch_of[batch.start : batch.stop] = array(batch_of.format, [k]) * len(batch)
 
 
 class Replica:

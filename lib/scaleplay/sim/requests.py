@@ -1,14 +1,15 @@
 """Every request of a run: the arrival columns and what the components stamp on it.
 
-One typed array per column, indexed by the request's row (8 bytes a float, 1 byte a state), so a
-million requests cost tens of megabytes, not the boxed floats of Python lists. A component that is off
-leaves its columns out (``first_batch`` without a cascade, ``origin`` without regions).
+One typed numpy column per field, indexed by the request's row (8 bytes a float, 1 byte a state), so a
+million requests cost tens of megabytes, not the boxed floats of Python lists. The components read and
+write them through memoryviews, which index as fast as lists; the arrival columns are viewed, not
+copied, and the log is built from the same buffers. A component that is off leaves its columns out
+(``first_batch`` without a cascade, ``origin`` without regions).
 """
 
 from __future__ import annotations
 
 import math
-from array import array
 
 import numpy as np
 import pandas as pd
@@ -22,25 +23,26 @@ QUEUE_FULL, RATE_LIMITED, SHED, OVERFLOW = (
 )
 
 
-def floats(values: np.ndarray) -> array:
-    out = array("d")
-    out.frombytes(np.ascontiguousarray(values, dtype=np.float64).tobytes())
-    return out
+def view(values: np.ndarray, dtype: type) -> memoryview:
+    """A memoryview of ``values`` as ``dtype`` (no copy when it already is one, contiguous)."""
+    return memoryview(np.ascontiguousarray(values, dtype=dtype))
 
 
-def ints(values: np.ndarray) -> array:
-    out = array("q")
-    out.frombytes(np.ascontiguousarray(values, dtype=np.int64).tobytes())
-    return out
+def floats(values: np.ndarray) -> memoryview:
+    return view(values, np.float64)
 
 
-def filled(code: str, value: float, count: int) -> array:
-    return array(code, [value]) * count
+def ints(values: np.ndarray) -> memoryview:
+    return view(values, np.int64)
 
 
-def as_numpy(values: array, dtype: type) -> np.ndarray:
-    """A typed column as a numpy array (a copy, so the run's buffers can go)."""
-    return np.frombuffer(values, dtype=dtype).copy() if len(values) else np.empty(0, dtype=dtype)
+def filled(dtype: type, value: float, count: int) -> memoryview:
+    return memoryview(np.full(count, value, dtype=dtype))
+
+
+def as_numpy(values: memoryview | bytearray, dtype: type) -> np.ndarray:
+    """A column as a numpy array over the same buffer."""
+    return np.frombuffer(values, dtype=dtype) if len(values) else np.empty(0, dtype=dtype)
 
 
 class Requests:
@@ -52,23 +54,23 @@ class Requests:
         self.t = floats(columns["t_s"])
         priority = columns["priority"]
         if n and priority.min() == priority.max():  # one class: no sort needed
-            levels, rank = 1, np.zeros(n, dtype=np.int64)
+            levels, rank = 1, np.zeros(n, dtype=np.int8)
         else:
             unique, rank = np.unique(priority, return_inverse=True)
             levels = max(len(unique), 1)
         self.levels = levels
-        self.rank = ints(rank)
+        self.rank = view(rank, np.int8 if levels < 128 else np.int64)
         self.priority = ints(priority)
         self.tokens_in = ints(columns["tokens_in"])
         self.tokens_out = ints(columns["tokens_out"])
-        self.state = array("b", bytes(n))
-        self.reason = array("b", bytes(n))
-        self.ready = filled("d", math.nan, n)
+        self.state = filled(np.int8, 0, n)
+        self.reason = filled(np.int8, 0, n)
+        self.ready = filled(np.float64, math.nan, n)
         self.joined = self.ready  # when it joined its current line; a cascade keeps its own
-        self.line_of = array("i", bytes(4 * n))
-        self.batch_of = filled("q", -1, n)
+        self.line_of = filled(np.int32, 0, n)
+        self.batch_of = filled(np.int64, -1, n)
         # It has started once (escalated, or retried after a fault): no deadline any more.
-        self.exempt = array("b", bytes(n))
+        self.exempt = filled(np.int8, 0, n)
         service_s = columns.get("service_s")
         self.service_s = None if service_s is None else floats(service_s)
 
@@ -81,7 +83,7 @@ def arrival_columns(arrivals: pd.DataFrame, with_difficulty: bool = False) -> di
         values = arrivals[name].to_numpy()
         if not np.issubdtype(values.dtype, np.integer):
             raise TypeError(f"arrivals['{name}'] must hold integers, got dtype {values.dtype}")
-        out[name] = values.astype(np.int64)
+        out[name] = values.astype(np.int64, copy=False)
     for name in ("priority", "tokens_in", "tokens_out"):
         if len(out[name]) and out[name].min() < 0:
             row = int(np.argmin(out[name]))
@@ -99,7 +101,7 @@ def arrival_columns(arrivals: pd.DataFrame, with_difficulty: bool = False) -> di
         values = arrivals[name].to_numpy()
         if not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
             raise TypeError(f"arrivals['{name}'] must hold numbers, got dtype {values.dtype}")
-        values = values.astype(np.float64)
+        values = values.astype(np.float64, copy=False)
         bad = ~np.isfinite(values) | (values < 0)
         if bad.any():
             row = int(np.argmax(bad))

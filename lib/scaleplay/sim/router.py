@@ -54,8 +54,8 @@ class GeoRouter(Router):
         super().__init__(platform, sites)
         requests = platform.requests
         requests.origin = ints(origin)
-        requests.region_of = filled("q", -1, requests.n)
-        requests.retries = filled("q", 0, requests.n)
+        requests.region_of = filled(np.int64, -1, requests.n)
+        requests.retries = filled(np.int64, 0, requests.n)
         self.origin, self.region_of = requests.origin, requests.region_of
         self.prefer = [regions.preference(a) for a in range(len(regions.regions))]
         self.failover, self.spill = regions.failover, regions.spill_backlog

@@ -28,9 +28,9 @@ class Escalation(Responses):
         super().__init__(platform, platform.answers.window)
         requests = platform.requests
         n = requests.n
-        requests.joined = filled("d", np.nan, n)
-        requests.first_batch = filled("q", -1, n)  # the small model's batch
-        requests.escalated_s = filled("d", np.nan, n)
+        requests.joined = filled(np.float64, np.nan, n)
+        requests.first_batch = filled(np.int64, -1, n)  # the small model's batch
+        requests.escalated_s = filled(np.float64, np.nan, n)
         self.escalates = config.escalates(difficulty).tolist()
 
     def on_batch_end(self, pool: Pool, batch: list[int], now: float) -> None:
