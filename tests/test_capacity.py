@@ -1,6 +1,7 @@
 """The users-to-GPUs chain, checked by hand on round numbers."""
 
 import math
+import threading
 
 import pytest
 
@@ -88,3 +89,62 @@ def test_fleet_at_load_flags_an_overloaded_fleet():
     assert over["mean_wait_s"] == math.inf
     with pytest.raises(ValueError, match="replicas"):
         fleet_at_load(0, 1.0, inputs)
+
+
+# ---- bad and extreme input: a clear error or a finite answer, in bounded time --------------------
+
+
+def _finishes(call, seconds=60.0):
+    """``call``'s result, or a failure if it is still running after ``seconds`` (a hang guard)."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - handed back to the test
+            box["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def test_fleet_at_load_refuses_a_fleet_beyond_the_bound_and_foreign_inputs():
+    with pytest.raises(ValueError, match="replicas"):
+        _finishes(lambda: fleet_at_load(10**12, 1.0))
+    with pytest.raises(TypeError, match="inputs must be EnvelopeInputs"):
+        fleet_at_load(3, 1.0, "fast")
+    with pytest.raises(ValueError, match="peak_rps"):
+        fleet_at_load(3, 1e308, EnvelopeInputs(service_s=10.0))
+    idle = fleet_at_load(3, 0.0)
+    assert idle["p_wait"] == 0.0 and idle["mean_wait_s"] == 0.0
+    trickle = fleet_at_load(3, 5e-324)  # a load whose Poisson probabilities underflow
+    assert trickle["p_wait"] == 0.0 and trickle["p99_wait_s"] == 0.0
+
+
+def test_envelope_names_the_users_it_cannot_size():
+    with pytest.raises(ValueError, match="daily_active_users"):
+        _finishes(lambda: envelope(1e308))
+    with pytest.raises(ValueError, match="daily_active_users"):
+        _finishes(lambda: envelope(10**30))
+    with pytest.raises(TypeError, match="users must be an iterable"):
+        envelope_table(5)
+    with pytest.raises(ValueError, match=r"users\[1\]"):
+        envelope_table([1e4, -1.0])
+    with pytest.raises(ValueError, match="service_s"):
+        EnvelopeInputs(service_s=1e-320)
+    with pytest.raises(ValueError, match="slots_per_replica"):
+        EnvelopeInputs(slots_per_replica=10**30)
+
+
+def test_staffing_table_names_its_loads():
+    with pytest.raises(TypeError, match="offered_loads must be an iterable"):
+        staffing_table(5.0, 0.2)
+    with pytest.raises(TypeError, match=r"offered_loads\[0\]"):
+        staffing_table(["100"], 0.2)
+    with pytest.raises(ValueError, match=r"offered_loads\[0\] must be <"):
+        _finishes(lambda: staffing_table([1e308], 0.2))

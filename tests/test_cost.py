@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 
 import numpy as np
 import pandas as pd
@@ -279,3 +280,70 @@ def test_bad_bill_and_lookup_inputs_are_refused():
         serverless_break_even(TOY, 0.0)
     with pytest.raises(ValueError, match="requests_per_month"):
         unit_costs(monthly_bill(1, TOY, requests_per_month=0), requests_per_month=0)
+
+
+# -- bad and extreme input ---------------------------------------------------------------------------
+
+
+def _fake_run(horizon_s: float = 100.0):
+    return types.SimpleNamespace(
+        provisioning=pd.DataFrame({"pool": ["a", "a"], "requested_s": [0.0, 10.0], "end_s": [np.nan, 50.0]}),
+        batches=pd.DataFrame({"pool": ["a"], "replica": [0], "start_s": [1.0], "end_s": [5.0]}),
+        horizon_s=horizon_s,
+    )
+
+
+def test_gpu_profile_refuses_a_grid_too_fine_before_building_it():
+    with pytest.raises(ValueError, match="step_s must be >="):
+        gpu_profile(_fake_run(), step_s=1e-10)  # 10**12 intervals: 16 GiB per column
+    profile = gpu_profile(_fake_run(), step_s=1e-5)  # 10**7 intervals: the most allowed
+    assert len(profile) == 10_000_000
+    assert float(np.dot(profile["gpus"], profile["duration_s"])) == pytest.approx(140.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"fleet": 1e308}, "fleet"),
+        ({"requests_per_month": 1e308, "egress_bytes_per_request": 1e300}, "requests_per_month"),
+        ({"reserved_gpus": 10**30}, "reserved_gpus"),
+    ],
+)
+def test_a_bill_that_overflows_is_refused(kwargs, match):
+    args = {"fleet": 4.0, "requests_per_month": 1e6} | kwargs
+    with pytest.raises(ValueError, match=match):
+        monthly_bill(args.pop("fleet"), TOY, **args)
+
+
+def test_unit_costs_and_prices_that_overflow_are_refused():
+    bill = monthly_bill(4.0, TOY, requests_per_month=1e6)
+    with pytest.raises(ValueError, match="requests_per_month"):
+        unit_costs(bill, requests_per_month=5e-324)
+    with pytest.raises(ValueError, match="spot_replacement_s"):
+        dataclasses.replace(TOY, spot_interruptions_per_hour=1e308, spot_replacement_s=1e308)
+    with pytest.raises(ValueError, match="busy"):
+        serverless_bill(1e308, dataclasses.replace(TOY, serverless_usd_per_gpu_s=2.0), requests_per_month=1.0)
+    with pytest.raises(TypeError, match="hardware"):
+        load_prices(["H100 SXM"])
+
+
+def _best_reserved_by_scan(gpus, durations, needed):
+    best = 0
+    for k in range(1, math.ceil(max(gpus)) + 1):
+        used = float(np.dot(np.clip(np.asarray(gpus) - (k - 1), 0.0, 1.0), durations)) / sum(durations)
+        if used > needed:
+            best = k
+    return best
+
+
+def test_best_reserved_gpus_of_any_fleet_size():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        gpus = rng.uniform(0, 30, size=7).round(rng.integers(0, 2))
+        durations = rng.uniform(1, 10, size=7)
+        fleet = pd.DataFrame({"t_s": np.cumsum(durations), "duration_s": durations, "gpus": gpus})
+        assert best_reserved_gpus(fleet, TOY) == _best_reserved_by_scan(gpus, durations, 0.75)
+    # A fleet of 10**12 GPUs held all the time: every one of them is worth reserving (the old scan
+    # over k never ended).
+    huge = pd.DataFrame({"t_s": [0.0], "duration_s": [3600.0], "gpus": [1e12]})
+    assert best_reserved_gpus(huge, TOY) == 10**12

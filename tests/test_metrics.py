@@ -319,3 +319,55 @@ def test_ci_covers_the_mean_about_95_percent_of_the_time():
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# ---- bad input: a clear error naming the parameter -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        (["a", "b"], TypeError),
+        (["1", "2"], TypeError),  # strings are not numbers, even when they read as one
+        ([[1.0], [1.0, 2.0]], TypeError),  # ragged
+        ([True, False, True], TypeError),
+        (None, TypeError),
+        ("12", TypeError),
+        ([1e308, -1e308, 1e308], ValueError),  # a spread that overflows
+        ([10**400, 1], ValueError),
+    ],
+)
+def test_replication_ci_names_values_it_cannot_use(values, error):
+    with pytest.raises(error, match="values"):
+        replication_ci(values)
+
+
+def test_replication_ci_takes_big_python_integers():
+    mean, half_width = replication_ci([10**30, 10**30 + 2 * 10**15, 10**30 + 4 * 10**15])
+    assert mean == pytest.approx(1e30) and math.isfinite(half_width)
+
+
+def test_latency_percentiles_by_must_be_a_column_name():
+    with pytest.raises(TypeError, match="by must be None or a column name"):
+        latency_percentiles(LOG, by=["class_name"])
+    with pytest.raises(ValueError, match="by must be None or a column of log"):
+        latency_percentiles(LOG, by="tier")
+
+
+@pytest.mark.parametrize(("timeout_s", "error"), [(-1.0, ValueError), (nan, ValueError), ("1", TypeError)])
+def test_littles_law_checks_timeout_s_even_when_nobody_timed_out(timeout_s, error):
+    log = LOG[LOG["outcome"] != "timed_out"]
+    timeline = make_timeline(queue_length=[0.2, 0.8, 0.0, 0.0, 0.0])
+    with pytest.raises(error, match="timeout_s"):
+        littles_law(log, timeline, timeout_s=timeout_s)
+
+
+def test_busy_intervals_and_goodput_refuse_what_they_cannot_use():
+    batches = pd.DataFrame({"pool": ["a"], "replica": [0], "start_s": [1.0], "end_s": [5.0]})
+    with pytest.raises(TypeError, match="batches must be a DataFrame"):
+        metrics.busy_intervals([1, 2], 10.0)
+    for horizon_s, error in ((nan, ValueError), ("10", TypeError), (None, TypeError)):
+        with pytest.raises(error, match="horizon_s"):
+            metrics.busy_intervals(batches, horizon_s)
+    with pytest.raises(ValueError, match="end_s - start_s"):
+        goodput_per_s(LOG, slo_s=2.0, start_s=0.0, end_s=5e-324)

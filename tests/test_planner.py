@@ -269,3 +269,64 @@ def test_a_dask_cluster_executor_gives_the_same_plan(threaded_plan):
         again = plan(WORKLOAD, OPTIONS, seed=1, replications=2, executor=client.get_executor(), **PLAN_ARGS)
     pd.testing.assert_frame_equal(again.candidates, threaded_plan.candidates)
     assert again.config == threaded_plan.config
+
+
+# ---- bad and extreme input: refused before any simulation ----------------------------------------
+
+
+def test_sweep_refuses_a_template_and_flags_of_the_wrong_type():
+    arrivals = make_arrivals(np.arange(10.0))
+    args = dict(replicas=(1,), slo_s=SLO_S, seed=0, executor=ThreadPoolExecutor(1))
+    with pytest.raises(TypeError, match="template must be a PlatformConfig"):
+        sweep(arrivals, OPTIONS[:1], template="x", **args)
+    with pytest.raises(TypeError, match="common_seed must be True or False"):
+        sweep(arrivals, OPTIONS[:1], common_seed="no", **args)
+    with pytest.raises(TypeError, match="max_workers"):
+        sweep(arrivals, OPTIONS[:1], max_workers="2", **args)
+    with pytest.raises(ValueError, match=r"replicas\[0\]"):
+        sweep(arrivals, OPTIONS[:1], **(args | {"replicas": (10**30,)}))
+    with pytest.raises(TypeError, match="arrivals must be an arrivals DataFrame"):
+        sweep(5, OPTIONS[:1], **args)
+    with pytest.raises(TypeError, match="options must be a sequence"):
+        sweep(arrivals, 5, **args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"max_replicas": 10**30}, ValueError, "max_replicas"),
+        ({"batch_sizes": (10**30,)}, ValueError, r"batch_sizes\[0\]"),
+        ({"replications": 10**30}, ValueError, "replications"),
+        ({"common_seed": "yes"}, TypeError, "common_seed"),
+        ({"max_workers": 0}, ValueError, "max_workers"),
+        ({"duration_s": 1e-9}, ValueError, "duration_s"),  # a window with no request in it
+    ],
+)
+def test_plan_bounds_what_it_would_simulate(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plan(WORKLOAD, OPTIONS, slo_s=SLO_S, seed=0, **kwargs)
+
+
+def test_peak_start_s_refuses_a_grid_too_fine_before_building_it():
+    with pytest.raises(ValueError, match="step_s must be >="):
+        peak_start_s(WORKLOAD, 600.0, step_s=1e-6)  # 6 * 10**11 grid points: 4.4 TiB
+    with pytest.raises(ValueError, match="step_s must be >="):
+        peak_start_s(WORKLOAD, 1e308)
+    with pytest.raises(ValueError, match="step_s must be <="):
+        peak_start_s(WORKLOAD, 600.0, step_s=1e308)
+    assert peak_start_s(WORKLOAD, 600.0, step_s=0.1) == 0.0
+
+
+def test_estimate_names_what_it_cannot_use():
+    arrivals = make_arrivals(np.arange(10.0))
+    with pytest.raises(ValueError, match="duration_s"):
+        estimate(arrivals, OPTIONS, slo_s=SLO_S, duration_s=5e-324)
+    with pytest.raises(TypeError, match="arrivals"):
+        estimate(5, OPTIONS, slo_s=SLO_S)
+    class Glacial:  # a ServiceTime of one's own, with no bound on its batch time
+        def batch_time_s(self, batch_size, tokens_in, tokens_out, rng):
+            return 1e300
+
+    slow = ModelOption("slow", Glacial(), 1.0)
+    with pytest.raises(ValueError, match="slow"):
+        estimate(arrivals, [slow], slo_s=SLO_S, duration_s=10.0)

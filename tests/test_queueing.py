@@ -1,6 +1,7 @@
 """The analytic formulas against published values and against each other."""
 
 import math
+import threading
 
 import pytest
 
@@ -108,3 +109,119 @@ def test_bad_input_names_the_problem(call, needle):
 def test_non_integer_servers_is_a_type_error():
     with pytest.raises(TypeError, match="servers"):
         q.erlang_c(4.5, 1.0)
+
+
+# ---- bad and extreme inputs: a clear error or a finite answer, in bounded time -------------------
+
+
+def _finishes(call, seconds=60.0):
+    """Run ``call`` in a daemon thread: its result, or a failure if it is still running after ``seconds``
+    (a guard against a loop that never ends, not a speed test)."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - handed back to the test
+            box["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _erlang_b_recursion(c, a):
+    blocking = 1.0
+    for k in range(1, c + 1):
+        blocking = a * blocking / (k + a * blocking)
+    return blocking
+
+
+@pytest.mark.parametrize("servers", [1, 2, 7, 40, 300, 5000, 100_000])
+@pytest.mark.parametrize("load_per_server", [1e-3, 0.5, 0.95, 1.0, 1.2, 10.0])
+def test_erlang_b_matches_the_recursion(servers, load_per_server):
+    load = servers * load_per_server
+    assert q.erlang_b(servers, load) == pytest.approx(_erlang_b_recursion(servers, load), rel=1e-9)
+    if load < servers:
+        blocking = _erlang_b_recursion(servers, load)
+        classic = servers * blocking / (servers - load * (1 - blocking))
+        assert q.erlang_c(servers, load) == pytest.approx(classic, rel=1e-9)
+
+
+def test_a_billion_servers_take_bounded_time_and_more_are_refused():
+    # At c = a the blocking is about sqrt(2 / (pi c)) (Jagerman); the old recursion looped c times.
+    b = _finishes(lambda: q.erlang_b(10**9, 1e9))
+    assert b == pytest.approx(math.sqrt(2 / (math.pi * 1e9)), rel=1e-3)
+    assert 0 < _finishes(lambda: q.erlang_c(10**9, 0.9999e9)) < 1
+    assert 0 < _finishes(lambda: q.mmc_mean_wait_s(0.9999e9, 1.0, 10**9)) < 1
+    for call in (
+        lambda: q.erlang_b(10**12, 5.0),
+        lambda: q.erlang_c(10**12, 5.0),
+        lambda: q.mmc_wait_quantile_s(1.0, 1.0, 10**30, 0.9),
+    ):
+        with pytest.raises(ValueError, match="servers must be <="):
+            _finishes(call)
+
+
+def test_min_servers_takes_bounded_time_and_refuses_what_no_fleet_could_be():
+    with pytest.raises(ValueError, match="offered_load"):
+        _finishes(lambda: q.min_servers_for_wait_probability(1e308, 0.5))
+    with pytest.raises(ValueError, match="offered_load"):
+        _finishes(lambda: q.min_servers_for_wait_probability(10**30, 0.5))
+    c = _finishes(lambda: q.min_servers_for_wait_probability(1e8, 0.2))
+    assert q.erlang_c(c, 1e8) <= 0.2 < q.erlang_c(c - 1, 1e8)
+    assert q.min_servers_for_wait_probability(0.0, 0.5) == 1
+    assert q.min_servers_for_wait_probability(3.5, 1.0) == 4  # any stable fleet
+
+
+def test_late_entry_must_be_a_bool():
+    for value in ("False", 0, 1, None, math.nan):
+        with pytest.raises(TypeError, match="late_entry must be True or False"):
+            q.bulk_service_mean_in_system(3.0, 1.0, 4, late_entry=value)
+
+
+def test_bulk_service_near_its_limits():
+    near = q.bulk_service_mean_in_system(4.0 * (1 - 1e-12), 1.0, 4)
+    assert math.isfinite(near) and near > 1e10
+    assert q.bulk_service_mean_in_system(1e-300, 1.0, 10**9) == pytest.approx(1e-300)
+    with pytest.raises(ValueError, match="max_batch"):
+        q.bulk_service_mean_in_system(1.0, 1.0, 10**30)
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda: q.offered_load(1.0, 1e-320), "service_rate_per_s"),
+        (lambda: q.littles_law_in_system(1e200, 1e200), "time_in_system_s"),
+        (lambda: q.mmc_mean_wait_s(3.9e-310, 1e-310, 4), "service_rate_per_s"),
+        (lambda: q.mg1_mean_wait_s(0.99, 1.0, 1e308), "service_scv"),
+        (lambda: q.mg1_mean_wait_s(0.5, 1e308, 0.0), "mean_service_s"),
+        (lambda: q.square_root_staffing(4.0, 1e308), "beta"),
+    ],
+)
+def test_results_that_overflow_are_refused(call, needle):
+    with pytest.raises(ValueError, match=needle):
+        call()
+
+
+def test_a_huge_service_rate_gives_finite_waits():
+    assert q.mmc_wait_tail(0.0, 1e308, 10, 0.0) == 0.0
+    assert q.mmc_wait_tail(1e308, 1e308, 2, 0.0) == pytest.approx(q.erlang_c(2, 1.0))
+    assert q.mmc_wait_quantile_s(1e308, 1e308, 2, 0.9) == 0.0 or math.isfinite(
+        q.mmc_wait_quantile_s(1e308, 1e308, 2, 0.9)
+    )
+
+
+def test_halfin_whitt_beta_solves_its_equation_over_the_whole_range():
+    betas = [q.halfin_whitt_beta(p) for p in (1e-300, 1e-9, 0.01, 0.2, 0.5, 0.9, 1 - 1e-16)]
+    assert all(math.isfinite(b) and b > 0 for b in betas)
+    assert betas == sorted(betas, reverse=True)
+    for p in (1e-9, 0.2, 0.9):
+        beta = q.halfin_whitt_beta(p)
+        phi = math.exp(-beta * beta / 2) / math.sqrt(2 * math.pi)
+        big_phi = 0.5 * (1 + math.erf(beta / math.sqrt(2)))
+        assert 1 / (1 + beta * big_phi / phi) == pytest.approx(p, rel=1e-9)

@@ -231,3 +231,42 @@ def test_service_time_refuses_bad_arguments() -> None:
         fit.service_time(max_batch_size=1)
     with pytest.raises(ValueError, match="bandwidth_bytes_per_s must be > 0"):
         RooflineFit(CPU_STEP, 0.0, 1.0, 0.0, 0.0, 1, 1)
+
+
+# ---- bad and extreme input -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", ["4", True, [1, "2"], None])
+def test_batch_size_must_be_numbers(batch_size: object) -> None:
+    with pytest.raises(TypeError, match="batch_size"):
+        CPU_STEP.bytes_moved(batch_size)
+    with pytest.raises(TypeError, match="batch_size"):
+        roofline_time_s(batch_size, CPU_STEP, 25e9, 3e11)
+
+
+def test_a_step_time_that_overflows_is_refused() -> None:
+    with pytest.raises(ValueError, match="overflows"):
+        roofline_time_s(1e308, CPU_STEP, 25e9, 3e11)
+    with pytest.raises(ValueError, match="overflows"):
+        roofline_time_s(1.0, CPU_STEP, 5e-324, 3e11)
+    with pytest.raises(ValueError, match="overflows"):
+        CPU_STEP.intensity_flops_per_byte(1e308)
+
+
+def test_fit_names_measurements_it_cannot_read() -> None:
+    with pytest.raises(TypeError, match="batch_sizes"):
+        fit_roofline(["a", "b", "c"], [1.0, 2.0, 3.0], CPU_STEP)
+    with pytest.raises(TypeError, match="seconds"):
+        fit_roofline([1, 2, 4], "1 2 3", CPU_STEP)
+    with pytest.raises(TypeError, match="points_memory_bound"):
+        RooflineFit(CPU_STEP, 1.0, 1.0, 0.0, 0.0, 1.5, 1)
+    with pytest.raises(ValueError, match="layers"):
+        _fit().service_time(layers=1e308)
+
+
+def test_fit_at_extreme_scales_recovers_the_device() -> None:
+    # Steps measured in units that make the times tiny: the fit works in logs and does not underflow.
+    seconds = roofline_time_s(BATCHES, CPU_STEP, 25e9, 3e11, 5e-5) * 1e-290
+    fit = fit_roofline(BATCHES, seconds, CPU_STEP)
+    assert fit.bandwidth_bytes_per_s == pytest.approx(25e9 * 1e290, rel=1e-6)
+    assert fit.overhead_s == pytest.approx(5e-5 * 1e-290, rel=1e-5)

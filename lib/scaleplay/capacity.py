@@ -16,13 +16,15 @@ the coarse model of this first step; the simulator refines it (batches, bursts, 
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
 
 from . import queueing
-from ._validate import check_int, check_positive, check_probability
+from ._validate import check_int, check_non_negative, check_positive, check_probability
+from .queueing import MAX_SERVERS
 
 __all__ = [
     "EnvelopeInputs",
@@ -38,10 +40,31 @@ SECONDS_PER_DAY = 86_400.0
 #: 365 days x 24 h / 12 months: the hours a cloud bill counts in an average month.
 HOURS_PER_MONTH = 730.0
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+
+
+def _show(value: object) -> str:
+    """The value's repr, cut to at most 80 characters."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _numbers(name: str, values: object) -> list[object]:
+    """The entries of an iterable of numbers (each checked by the caller), or a TypeError naming it."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(
+            f"{name} must be an iterable of numbers, got {_show(values)} ({type(values).__name__})"
+        )
+    return list(values)
+
 
 @dataclass(frozen=True)
 class EnvelopeInputs:
-    """The assumptions of the envelope, one per link of the chain."""
+    """The assumptions of the envelope, one per link of the chain.
+
+    ``slots_per_replica`` and ``gpus_per_replica`` are at most ``queueing.MAX_SERVERS`` (10**9).
+    """
 
     requests_per_user_per_day: float = 10.0
     peak_to_mean: float = 3.0
@@ -60,8 +83,13 @@ class EnvelopeInputs:
             raise ValueError(
                 f"peak_to_mean must be >= 1 (the peak is at least the mean), got {self.peak_to_mean!r}"
             )
-        check_int("slots_per_replica", self.slots_per_replica, minimum=1)
-        check_int("gpus_per_replica", self.gpus_per_replica, minimum=1)
+        check_int("slots_per_replica", self.slots_per_replica, minimum=1, maximum=MAX_SERVERS)
+        check_int("gpus_per_replica", self.gpus_per_replica, minimum=1, maximum=MAX_SERVERS)
+        if not math.isfinite(self.slots_per_replica / self.service_s):
+            raise ValueError(
+                f"service_s={self.service_s!r} is too short: a replica's throughput, slots_per_replica / "
+                "service_s, overflows a float"
+            )
         check_probability("target_utilization", self.target_utilization, open_low=True, open_high=True)
         check_probability(
             "wait_probability_target", self.wait_probability_target, open_low=True, open_high=True
@@ -79,12 +107,20 @@ def fleet_at_load(
     """What a fleet of ``replicas`` does at ``peak_rps``: utilization and Erlang C waits.
 
     A fleet loaded past its capacity has no steady state: ``stable`` is 0 and the waits are infinite
-    (the queue grows for as long as the peak lasts).
+    (the queue grows for as long as the peak lasts). The fleet holds at most ``queueing.MAX_SERVERS``
+    (10**9) slots, ``replicas x slots_per_replica``.
     """
-    replicas = check_int("replicas", replicas, minimum=1)
-    peak_rps = check_positive("peak_rps", peak_rps)
+    if not isinstance(inputs, EnvelopeInputs):
+        raise TypeError(f"inputs must be EnvelopeInputs, got {type(inputs).__name__}")
+    replicas = check_int("replicas", replicas, minimum=1, maximum=MAX_SERVERS // inputs.slots_per_replica)
+    peak_rps = check_non_negative("peak_rps", peak_rps)
     servers = replicas * inputs.slots_per_replica
-    in_flight = queueing.littles_law_in_system(peak_rps, inputs.service_s)
+    in_flight = peak_rps * inputs.service_s
+    if not math.isfinite(in_flight):
+        raise ValueError(
+            f"peak_rps={_show(peak_rps)} x service_s={inputs.service_s!r} (requests in flight) "
+            "overflows a float"
+        )
     out = {"utilization_at_peak": in_flight / servers, "stable": float(in_flight < servers)}
     if in_flight >= servers:
         return out | {"p_wait": 1.0, "mean_wait_s": math.inf, "p99_wait_s": math.inf}
@@ -104,7 +140,13 @@ def envelope(daily_active_users: float, inputs: EnvelopeInputs = EnvelopeInputs(
     requests_per_day = users * inputs.requests_per_user_per_day
     mean_rps = requests_per_day / SECONDS_PER_DAY
     peak_rps = mean_rps * inputs.peak_to_mean
-    in_flight = queueing.littles_law_in_system(peak_rps, inputs.service_s)
+    in_flight = peak_rps * inputs.service_s
+    slots_needed = in_flight / inputs.target_utilization
+    if not slots_needed <= MAX_SERVERS / 2:  # room for the wait-target sizing too; False for inf
+        raise ValueError(
+            f"daily_active_users={_show(daily_active_users)} needs {slots_needed:.3g} slots at the peak; "
+            f"the envelope sizes at most {MAX_SERVERS // 2} (queueing.MAX_SERVERS / 2)"
+        )
     replicas = max(1, math.ceil(in_flight / (inputs.slots_per_replica * inputs.target_utilization)))
     gpus = replicas * inputs.gpus_per_replica
     # Erlang C sizing instead of a fixed utilization: fewest replicas meeting the P(wait) target.
@@ -113,7 +155,7 @@ def envelope(daily_active_users: float, inputs: EnvelopeInputs = EnvelopeInputs(
     monthly_usd = gpus * inputs.gpu_hour_usd * HOURS_PER_MONTH
     requests_per_month = requests_per_day * HOURS_PER_MONTH / 24.0
     fleet = fleet_at_load(replicas, peak_rps, inputs)
-    return {
+    row = {
         "users": users,
         "requests_per_day": requests_per_day,
         "mean_rps": mean_rps,
@@ -130,11 +172,21 @@ def envelope(daily_active_users: float, inputs: EnvelopeInputs = EnvelopeInputs(
         "replicas_at_wait_target": replicas_at_target,
         "utilization_at_wait_target": in_flight / (replicas_at_target * inputs.slots_per_replica),
     }
+    overflowed = [key for key, value in row.items() if not math.isfinite(value)]
+    if overflowed:
+        raise ValueError(
+            f"{', '.join(overflowed)} overflow a float for daily_active_users={_show(daily_active_users)} "
+            f"and {inputs}; use inputs of a sensible scale"
+        )
+    return row
 
 
 def envelope_table(users: Iterable[float], inputs: EnvelopeInputs = EnvelopeInputs()) -> pd.DataFrame:
     """``envelope`` for several user counts, one row each, indexed by users."""
-    rows = [envelope(u, inputs) for u in users]
+    entries = _numbers("users", users)
+    for i, u in enumerate(entries):
+        check_positive(f"users[{i}]", u)
+    rows = [envelope(u, inputs) for u in entries]
     if not rows:
         raise ValueError("users must hold at least one user count")
     frame = pd.DataFrame(rows).set_index("users")
@@ -146,12 +198,20 @@ def staffing_table(offered_loads: Iterable[float], wait_probability: float) -> p
 
     Columns: ``servers`` (exact, from Erlang C), ``headroom`` (servers - load), ``headroom_per_sqrt_load``
     (compare with the Halfin-Whitt ``beta``), ``utilization`` and ``sqrt_staffing_servers``, the
-    a + beta sqrt(a) rule with that beta.
+    a + beta sqrt(a) rule with that beta. Each load is below ``queueing.MAX_SERVERS`` (10**9).
     """
+    loads = [
+        check_positive(f"offered_loads[{i}]", v)
+        for i, v in enumerate(_numbers("offered_loads", offered_loads))
+    ]
+    for i, load in enumerate(loads):
+        if load >= MAX_SERVERS:
+            raise ValueError(
+                f"offered_loads[{i}] must be < {MAX_SERVERS} (queueing.MAX_SERVERS), got {_show(load)}"
+            )
     beta = queueing.halfin_whitt_beta(wait_probability)
     rows = []
-    for load in offered_loads:
-        load = check_positive("offered_load", load)
+    for load in loads:
         servers = queueing.min_servers_for_wait_probability(load, wait_probability)
         rows.append(
             {

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -55,6 +56,8 @@ __all__ = [
     "FLEET_PROFILE_COLUMNS",
     "SECONDS_PER_HOUR",
     "BYTES_PER_GB",
+    "MAX_GPUS",
+    "MAX_GRID_POINTS",
     "Prices",
     "load_prices",
     "price_table",
@@ -92,6 +95,19 @@ FLEET_PROFILE_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 _CSV = "prices.csv"
+#: The most GPUs a count (reserved GPUs, GPUs per replica) may name.
+MAX_GPUS = 10**9
+#: The most intervals ``gpu_profile`` builds.
+MAX_GRID_POINTS = 10_000_000
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+
+
+def _show(value: object) -> str:
+    """The value's repr, cut to at most 80 characters."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass(frozen=True)
@@ -130,6 +146,11 @@ class Prices:
             "storage_usd_per_gb_month",
         ):
             set_(self, name, check_non_negative(name, getattr(self, name)))
+        if not math.isfinite(self.spot_effective_usd_per_gpu_hour):
+            raise ValueError(
+                "spot_interruptions_per_hour x spot_replacement_s makes a spot GPU-hour's price overflow "
+                f"a float: got {self.spot_interruptions_per_hour!r} and {self.spot_replacement_s!r}"
+            )
 
     @property
     def reserved_usd_per_gpu_hour(self) -> float:
@@ -200,6 +221,10 @@ def load_prices(hardware: str = "H100 SXM") -> Prices:
     >>> load_prices("L4").on_demand_usd_per_gpu_hour
     0.8048
     """
+    if not isinstance(hardware, str):
+        raise TypeError(
+            f"hardware must be a GPU name (str), got {_show(hardware)} ({type(hardware).__name__})"
+        )
     table = price_table()
     names = priced_hardware()
     if hardware not in names:
@@ -229,7 +254,7 @@ def fleet_profile(
     check_columns(
         timeline, {c: TIMELINE_COLUMNS[c] for c in ("t_s", "replicas", "busy_replicas")}, "timeline"
     )
-    gpus_per_replica = check_int("gpus_per_replica", gpus_per_replica, minimum=1)
+    gpus_per_replica = check_int("gpus_per_replica", gpus_per_replica, minimum=1, maximum=MAX_GPUS)
     widths = interval_widths(timeline, horizon_s)
     return pd.DataFrame(
         {
@@ -268,21 +293,33 @@ def gpu_profile(
     cascade's small and large models, with their own ``gpus_per_replica``: a number for all pools or
     a mapping from pool name) from ``SimulationResult.provisioning`` (each replica is billed from the
     moment it is asked for, cold start included, until it is removed) and ``batches`` (a replica is
-    busy while some batch runs on it).
+    busy while some batch runs on it). The grid holds at most ``MAX_GRID_POINTS`` (10,000,000)
+    intervals: a ``step_s`` finer than ``horizon_s / 10**7`` is refused.
     """
     for name in ("provisioning", "batches", "horizon_s"):
         if getattr(result, name, None) is None:
             raise TypeError(f"result must be a SimulationResult (with .{name}), got {type(result).__name__}")
     step_s = check_positive("step_s", step_s)
-    prov, batches, horizon_s = result.provisioning, result.batches, float(result.horizon_s)
+    horizon_s = check_positive("result.horizon_s", result.horizon_s)
+    if horizon_s / step_s > MAX_GRID_POINTS:
+        raise ValueError(
+            f"step_s must be >= result.horizon_s / {MAX_GRID_POINTS} = {horizon_s / MAX_GRID_POINTS:.3g} "
+            f"(at most {MAX_GRID_POINTS} intervals), got {step_s!r}"
+        )
+    prov, batches = result.provisioning, result.batches
     pools = sorted(set(prov["pool"]))
     if isinstance(gpus_per_replica, Mapping):
         missing = sorted(set(pools) - set(gpus_per_replica))
         if missing:
             raise ValueError(f"gpus_per_replica lacks pools {missing}; the run's pools are {pools}")
-        per_pool = {p: check_int(f"gpus_per_replica[{p!r}]", gpus_per_replica[p], minimum=1) for p in pools}
+        per_pool = {
+            p: check_int(f"gpus_per_replica[{p!r}]", gpus_per_replica[p], minimum=1, maximum=MAX_GPUS)
+            for p in pools
+        }
     else:
-        per_pool = dict.fromkeys(pools, check_int("gpus_per_replica", gpus_per_replica, minimum=1))
+        per_pool = dict.fromkeys(
+            pools, check_int("gpus_per_replica", gpus_per_replica, minimum=1, maximum=MAX_GPUS)
+        )
     edges = np.append(np.arange(0.0, horizon_s, step_s), horizon_s)
     held = prov["pool"].map(per_pool).to_numpy(dtype=np.float64)
     ends = np.minimum(prov["end_s"].fillna(horizon_s).to_numpy(dtype=np.float64), horizon_s)
@@ -373,20 +410,39 @@ def run_cost(
 # ---------------------------------------------------------------------------------------------- bills
 
 
-def _bill(rows: list[tuple[str, float, str, float]]) -> pd.DataFrame:
+def _bill(rows: list[tuple[str, float, str, float]], causes: Mapping[str, str]) -> pd.DataFrame:
+    """The bill of ``rows``; a line (or a total) that overflows a float names ``causes[item]``."""
     frame = pd.DataFrame(rows, columns=["item", "quantity", "unit", "unit_usd"]).set_index("item")
-    frame["cost_usd"] = frame["quantity"] * frame["unit_usd"]
+    with np.errstate(over="ignore", invalid="ignore"):
+        frame["cost_usd"] = frame["quantity"] * frame["unit_usd"]
+        total = float(frame["cost_usd"].sum())
+    bad = [item for item in frame.index if not np.isfinite(frame.at[item, "cost_usd"])]
+    if bad or not math.isfinite(total):
+        items = bad or list(frame.index)
+        raise ValueError(
+            f"the bill overflows a float at {', '.join(items)}: "
+            f"{'; '.join(causes[item] for item in items)}; use inputs of a sensible scale"
+        )
     return frame[list(BILL_COLUMNS)]
 
 
 def _common_lines(
     prices: Prices, requests_per_month: float, egress_bytes_per_request: float, storage_gb: float
 ) -> list[tuple[str, float, str, float]]:
-    egress_gb = requests_per_month * egress_bytes_per_request / BYTES_PER_GB
+    with np.errstate(over="ignore"):
+        egress_gb = requests_per_month * egress_bytes_per_request / BYTES_PER_GB
     return [
         ("egress", egress_gb, "GB", prices.egress_usd_per_gb),
         ("storage", storage_gb, "GB-month", prices.storage_usd_per_gb_month),
     ]
+
+
+def _common_causes(requests_per_month: float, egress_bytes_per_request: float, storage_gb: float) -> dict:
+    return {
+        "egress": f"requests_per_month={requests_per_month!r} x egress_bytes_per_request="
+        f"{egress_bytes_per_request!r}",
+        "storage": f"storage_gb={storage_gb!r}",
+    }
 
 
 def monthly_bill(
@@ -410,19 +466,21 @@ def monthly_bill(
 
     Line items, in this order: ``gpu_reserved``, ``gpu_on_demand``, ``gpu_spot``, ``egress``,
     ``storage`` (a line bought in quantity 0 is listed at 0). The total is ``bill["cost_usd"].sum()``.
+    ``reserved_gpus`` is at most ``MAX_GPUS`` (10**9); a bill whose lines overflow a float is refused.
     """
     if not isinstance(prices, Prices):
         raise TypeError(f"prices must be a Prices, got {type(prices).__name__}")
     profile = _profile(fleet)
     requests_per_month = check_non_negative("requests_per_month", requests_per_month)
-    reserved_gpus = check_int("reserved_gpus", reserved_gpus, minimum=0)
+    reserved_gpus = check_int("reserved_gpus", reserved_gpus, minimum=0, maximum=MAX_GPUS)
     spot_share = check_probability("spot_share", spot_share)
     egress_bytes_per_request = check_non_negative("egress_bytes_per_request", egress_bytes_per_request)
     storage_gb = check_non_negative("storage_gb", storage_gb)
     gpus = profile["gpus"].to_numpy(dtype=np.float64)
     durations = profile["duration_s"].to_numpy(dtype=np.float64)
-    above_hours = float(np.dot(np.maximum(gpus - reserved_gpus, 0.0), durations)) / SECONDS_PER_HOUR
-    above_hours *= _to_month(profile)
+    with np.errstate(over="ignore", invalid="ignore"):
+        above_hours = float(np.dot(np.maximum(gpus - reserved_gpus, 0.0), durations)) / SECONDS_PER_HOUR
+        above_hours *= _to_month(profile)
     rows = [
         ("gpu_reserved", reserved_gpus * HOURS_PER_MONTH, "GPU-hour", prices.reserved_usd_per_gpu_hour),
         ("gpu_on_demand", (1.0 - spot_share) * above_hours, "GPU-hour", prices.on_demand_usd_per_gpu_hour),
@@ -433,7 +491,15 @@ def monthly_bill(
             prices.spot_usd_per_gpu_hour,
         ),
     ]
-    return _bill(rows + _common_lines(prices, requests_per_month, egress_bytes_per_request, storage_gb))
+    fleet_cause = f"fleet={_show(fleet)} held for a month"
+    causes = {
+        "gpu_reserved": f"reserved_gpus={reserved_gpus!r}",
+        "gpu_on_demand": fleet_cause,
+        "gpu_spot": fleet_cause,
+        **_common_causes(requests_per_month, egress_bytes_per_request, storage_gb),
+    }
+    lines = rows + _common_lines(prices, requests_per_month, egress_bytes_per_request, storage_gb)
+    return _bill(lines, causes)
 
 
 def serverless_bill(
@@ -458,7 +524,8 @@ def serverless_bill(
         busy_gpus = profile["busy_gpus"].to_numpy(dtype=np.float64)
         if not np.isfinite(busy_gpus).all() or (busy_gpus < 0).any():
             raise ValueError("busy['busy_gpus'] must be finite and >= 0")
-        busy_s = float(np.dot(busy_gpus, profile["duration_s"])) * _to_month(profile)
+        with np.errstate(over="ignore", invalid="ignore"):
+            busy_s = float(np.dot(busy_gpus, profile["duration_s"])) * _to_month(profile)
     else:
         busy_s = check_non_negative("busy", busy)
     requests_per_month = check_non_negative("requests_per_month", requests_per_month)
@@ -468,7 +535,13 @@ def serverless_bill(
         ("gpu_serverless", busy_s, "GPU-second", prices.serverless_usd_per_gpu_s),
         ("requests", requests_per_month, "request", prices.serverless_usd_per_request),
     ]
-    return _bill(rows + _common_lines(prices, requests_per_month, egress_bytes_per_request, storage_gb))
+    causes = {
+        "gpu_serverless": f"busy={_show(busy)} for a month",
+        "requests": f"requests_per_month={requests_per_month!r}",
+        **_common_causes(requests_per_month, egress_bytes_per_request, storage_gb),
+    }
+    lines = rows + _common_lines(prices, requests_per_month, egress_bytes_per_request, storage_gb)
+    return _bill(lines, causes)
 
 
 def unit_costs(
@@ -481,15 +554,20 @@ def unit_costs(
     users = (
         None if monthly_active_users is None else check_positive("monthly_active_users", monthly_active_users)
     )
-    total = float(bill["cost_usd"].sum())
-    return pd.Series(
-        {
-            "monthly_usd": total,
-            "usd_per_1k_requests": total / requests * 1000.0,
-            "usd_per_user_month": total / users if users is not None else math.nan,
-        },
-        name="unit_costs",
-    )
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(bill["cost_usd"].sum())
+    out = {
+        "monthly_usd": total,
+        "usd_per_1k_requests": total / requests * 1000.0,
+        "usd_per_user_month": total / users if users is not None else math.nan,
+    }
+    overflowed = [k for k, v in out.items() if math.isinf(v) or (math.isnan(v) and k != "usd_per_user_month")]
+    if overflowed:
+        raise ValueError(
+            f"{', '.join(overflowed)} overflow a float: bill total {total!r}, requests_per_month="
+            f"{requests_per_month!r}, monthly_active_users={monthly_active_users!r}"
+        )
+    return pd.Series(out, name="unit_costs")
 
 
 # ------------------------------------------------------------------------------------------ break-even
@@ -519,14 +597,20 @@ def best_reserved_gpus(fleet: pd.DataFrame, prices: Prices) -> int:
     gpus = profile["gpus"].to_numpy(dtype=np.float64)
     durations = profile["duration_s"].to_numpy(dtype=np.float64)
     needed = reserved_break_even(prices)
-    best = 0
-    for k in range(1, math.ceil(gpus.max()) + 1):
+
+    def worth_it(k: int) -> bool:
         # The k-th GPU is in use for the part of the time the fleet exceeds k - 1 (a fractional
         # time-average level k - 1 + f counts as the k-th GPU busy f of the interval).
         used = float(np.dot(np.clip(gpus - (k - 1), 0.0, 1.0), durations)) / durations.sum()
-        if used > needed:
-            best = k
-    return best
+        return used > needed
+
+    # The k-th GPU's use falls as k grows, so the GPUs worth reserving are 1 .. best: bisect for it
+    # (a time logarithmic in the fleet's size, however large).
+    worth, not_worth = 0, math.ceil(float(gpus.max())) + 1
+    while not_worth - worth > 1:
+        middle = (worth + not_worth) // 2
+        worth, not_worth = (middle, not_worth) if worth_it(middle) else (worth, middle)
+    return worth
 
 
 def serverless_break_even(
@@ -549,6 +633,10 @@ def serverless_break_even(
     busy_s = check_positive("busy_gpu_s_per_request", busy_gpu_s_per_request)
     provisioned = prices.usd_per_gpu_hour(purchase)
     per_request = busy_s * prices.serverless_usd_per_gpu_s + prices.serverless_usd_per_request
+    if not math.isfinite(per_request):
+        raise ValueError(
+            f"busy_gpu_s_per_request={busy_gpu_s_per_request!r} x serverless_usd_per_gpu_s overflows a float"
+        )
     rate = provisioned / SECONDS_PER_HOUR / per_request if per_request > 0 else math.inf
     return pd.Series(
         {

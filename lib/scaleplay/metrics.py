@@ -16,10 +16,13 @@ Student t half-width.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Sequence
+from numbers import Real
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ._validate import check_finite, check_int, check_positive, check_probability
 from .schema import OUTCOMES, REQUEST_LOG_COLUMNS, TIMELINE_COLUMNS, check_columns
@@ -50,6 +53,16 @@ STAGES: dict[str, tuple[str, str]] = {
     "model": ("model_start_s", "model_end_s"),
     "response": ("model_end_s", "responded_s"),
 }
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+
+
+def _show(value: object) -> str:
+    """The value's repr, cut to at most 80 characters."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _need(frame: object, name: str, table: dict[str, tuple[str, str]], columns: Sequence[str]) -> None:
@@ -92,8 +105,12 @@ def latency_percentiles(
     done = _completed(log)
     if by is None:
         return pd.Series(_quantile_entries(done["latency_s"].to_numpy(), qs), name="latency_s")
+    if not isinstance(by, str):
+        raise TypeError(f"by must be None or a column name (str), got {_show(by)} ({type(by).__name__})")
     if by not in log.columns:
-        raise ValueError(f"by must be None or a column of log, got {by!r}; columns are {list(log.columns)}")
+        raise ValueError(
+            f"by must be None or a column of log, got {_show(by)}; columns are {list(log.columns)}"
+        )
     rows = {
         key: _quantile_entries(done.loc[done[by] == key, "latency_s"].to_numpy(), qs)
         for key in sorted(log[by].unique())
@@ -162,7 +179,13 @@ def _window(start_name: str, start_s: float, end_name: str, end_s: float) -> flo
     end = check_finite(end_name, end_s)
     if end <= start:
         raise ValueError(f"{end_name} must be > {start_name}={start_s!r}, got {end_s!r}")
-    return end - start
+    width = end - start
+    # A rate per second of the window: the window must be long enough for counts over it to stay finite.
+    if not (math.isfinite(width) and width >= 1e-9):
+        raise ValueError(
+            f"{end_name} - {start_name} must be finite and at least 1e-9 s, got {end_s!r} - {start_s!r}"
+        )
+    return width
 
 
 def _good(log: pd.DataFrame, slo_s: float) -> pd.Series:
@@ -257,6 +280,14 @@ def busy_intervals(batches: pd.DataFrame, horizon_s: float) -> pd.DataFrame:
     """When each replica was busy: its batches (``SimulationResult.batches``) merged, so that
     overlapping slots count once, and cut at ``horizon_s``. Columns ``pool``, ``replica``,
     ``start_s``, ``end_s``."""
+    if not isinstance(batches, pd.DataFrame):
+        raise TypeError(
+            f"batches must be a DataFrame (SimulationResult.batches), got {type(batches).__name__}"
+        )
+    missing = [c for c in ("pool", "replica", "start_s", "end_s") if c not in batches.columns]
+    if missing:
+        raise ValueError(f"batches lacks the columns {missing}; it has {list(batches.columns)}")
+    horizon_s = check_finite("horizon_s", horizon_s)
     parts = []
     for (pool, replica), group in batches.groupby(["pool", "replica"], sort=False):
         s = group["start_s"].to_numpy(dtype=np.float64)
@@ -289,6 +320,8 @@ def littles_law(
     Over a run that ends with every request settled the two agree exactly; a large ``relative_gap``
     flags a log and a timeline that disagree.
     """
+    if timeout_s is not None:
+        timeout_s = check_positive("timeout_s", timeout_s)
     _need(timeline, "timeline", TIMELINE_COLUMNS, ["t_s", "queue_length"])
     _need(log, "log", REQUEST_LOG_COLUMNS, ["arrived_s", "features_ready_s", "model_start_s", "outcome"])
     widths = interval_widths(timeline, horizon_s)
@@ -304,7 +337,6 @@ def littles_law(
                 f"timeout_s is needed: {int(timed_out.sum())} requests timed out in a line, "
                 "and the log does not say when"
             )
-        timeout_s = check_positive("timeout_s", timeout_s)
         left_s[timed_out] = entered["arrived_s"].to_numpy()[timed_out] + timeout_s
     left_s = np.where(np.isnan(left_s), end_s, left_s)
     waits = left_s - entered["features_ready_s"].to_numpy(dtype=np.float64)
@@ -363,60 +395,30 @@ def summarize(
 # ---------------------------------------------------------------- confidence intervals
 
 
-def _normal_quantile(p: float) -> float:
-    """Inverse standard normal CDF by bisection on ``math.erf`` (to double precision)."""
-    low, high = -40.0, 40.0
-    for _ in range(200):
-        mid = 0.5 * (low + high)
-        if 0.5 * (1.0 + math.erf(mid / math.sqrt(2.0))) < p:
-            low = mid
-        else:
-            high = mid
-    return 0.5 * (low + high)
-
-
-def _t_central_probability(theta: float, df: int) -> float:
-    """``P(|T| < sqrt(df) tan(theta))`` for Student's t with integer ``df`` (Abramowitz-Stegun 26.7.3-4)."""
-    s, c = math.sin(theta), math.cos(theta)
-    c2 = c * c
-    if df % 2 == 0:
-        term, total = 1.0, 1.0
-        for k in range(1, df // 2):
-            term *= c2 * (2 * k - 1) / (2 * k)
-            total += term
-        return s * total
-    if df == 1:
-        return 2.0 * theta / math.pi
-    term, total = c, c
-    for k in range(1, (df - 1) // 2):
-        term *= c2 * (2 * k) / (2 * k + 1)
-        total += term
-    return 2.0 / math.pi * (theta + s * total)
-
-
 def _t_critical(confidence: float, df: int) -> float:
-    """The ``t`` with ``P(|T| < t) = confidence``: exact series up to 200 degrees of freedom, then the
-    Cornish-Fisher expansion around the normal quantile (error far below 1e-6 there)."""
-    if df > 200:
-        z = _normal_quantile(0.5 + confidence / 2.0)
-        return (
-            z
-            + (z**3 + z) / (4 * df)
-            + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
-        )
-    low, high = 0.0, math.pi / 2
-    for _ in range(100):
-        mid = 0.5 * (low + high)
-        if _t_central_probability(mid, df) < confidence:
-            low = mid
-        else:
-            high = mid
-    return math.sqrt(df) * math.tan(0.5 * (low + high))
+    """The ``t`` with ``P(|T| < t) = confidence`` for Student's t with ``df`` degrees of freedom."""
+    return float(stats.t.isf((1.0 - confidence) / 2.0, df))
 
 
 def _finite_vector(name: str, values: object) -> np.ndarray:
-    out = np.asarray(values, dtype=np.float64)
+    """``values`` as a 1-D float array of finite real numbers (no strings, bools or ragged nests)."""
+    problem = f"{name} must be a 1-D sequence of finite real numbers, got {_show(values)}"
+    if isinstance(values, (str, bytes)) or values is None:
+        raise TypeError(problem)
+    try:
+        raw = np.asarray(values)
+    except (ValueError, TypeError) as error:  # ragged nests
+        raise TypeError(problem) from error
+    if raw.dtype.kind == "O":  # e.g. Python ints too large for int64: each must be a real number
+        if not all(isinstance(v, Real) and not isinstance(v, bool) for v in raw.ravel()):
+            raise TypeError(problem)
+        try:
+            raw = raw.astype(np.float64)
+        except OverflowError as error:
+            raise ValueError(problem + " (an entry overflows a float)") from error
+    elif raw.dtype.kind not in "iuf":
+        raise TypeError(problem + f" (of dtype {raw.dtype})")
+    out = raw.astype(np.float64)
     if out.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {out.shape}")
     if not np.isfinite(out).all():
@@ -430,8 +432,14 @@ def replication_ci(values: object, confidence: float = 0.95) -> tuple[float, flo
     x = _finite_vector("values", values)
     if len(x) < 2:
         raise ValueError(f"values needs at least 2 replications for a confidence interval, got {len(x)}")
-    half_width = _t_critical(confidence, len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
-    return float(x.mean()), half_width
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, spread = float(x.mean()), float(x.std(ddof=1))
+    half_width = _t_critical(confidence, len(x) - 1) * spread / math.sqrt(len(x))
+    if not (math.isfinite(mean) and math.isfinite(half_width)):
+        raise ValueError(
+            f"values are too large for their mean and spread to fit a float, got {_show(values)}"
+        )
+    return mean, half_width
 
 
 def batch_means_ci(values: object, batches: int = 20, confidence: float = 0.95) -> tuple[float, float]:

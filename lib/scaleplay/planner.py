@@ -38,7 +38,9 @@ defined in a notebook works with the default ``fork`` start method on Linux, not
 
 from __future__ import annotations
 
+import bisect
 import math
+import reprlib
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -61,6 +63,9 @@ from .workload import SECONDS_PER_WEEK, Workload, generate_arrivals
 __all__ = [
     "CANDIDATE_COLUMNS",
     "ESTIMATE_COLUMNS",
+    "MAX_REPLICAS",
+    "MAX_BATCH_SIZE",
+    "MAX_REPLICATIONS",
     "ModelOption",
     "roofline_option",
     "PlanResult",
@@ -109,6 +114,50 @@ ESTIMATE_COLUMNS: dict[str, tuple[str, str]] = {
 
 # The most batches sampled per (option, batch size) to measure batch times.
 _ESTIMATE_BATCHES = 256
+#: The most replicas a candidate may have, the largest batch size and the most replications: far
+#: beyond a plan a simulation can settle, and within ``queueing.MAX_SERVERS`` slots.
+MAX_REPLICAS = 10_000
+MAX_BATCH_SIZE = 100_000
+MAX_REPLICATIONS = 1_000
+#: The most windows ``peak_start_s`` compares.
+MAX_GRID_POINTS = 10_000_000
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+
+
+def _show(value: object) -> str:
+    """The value's repr, cut to at most 80 characters."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {_show(value)} ({type(value).__name__})")
+    return value
+
+
+def _check_template(template: object) -> None:
+    if template is not None and not isinstance(template, PlatformConfig):
+        raise TypeError(f"template must be a PlatformConfig or None, got {type(template).__name__}")
+
+
+def _check_tables(arrivals: object) -> tuple[pd.DataFrame, ...]:
+    """One arrivals table or a sequence of them, each with ``ARRIVAL_COLUMNS``."""
+    if isinstance(arrivals, pd.DataFrame):
+        tables: tuple = (arrivals,)
+    elif isinstance(arrivals, Sequence) and not isinstance(arrivals, str):
+        tables = tuple(arrivals)
+    else:
+        raise TypeError(
+            f"arrivals must be an arrivals DataFrame or a sequence of them, got {type(arrivals).__name__}"
+        )
+    if not tables:
+        raise ValueError("arrivals must hold at least one arrivals table, got none")
+    for table in tables:
+        check_columns(table, ARRIVAL_COLUMNS, "arrivals")
+    return tables
 
 
 @dataclass(frozen=True)
@@ -218,6 +267,8 @@ class PlanResult:
 def _check_options(options: Sequence[ModelOption]) -> tuple[ModelOption, ...]:
     if isinstance(options, ModelOption):
         options = (options,)
+    if isinstance(options, str) or not isinstance(options, Sequence):
+        raise TypeError(f"options must be a sequence of ModelOption objects, got {type(options).__name__}")
     options = tuple(options)
     if not options:
         raise ValueError("options must hold at least one ModelOption, got none")
@@ -230,10 +281,12 @@ def _check_options(options: Sequence[ModelOption]) -> tuple[ModelOption, ...]:
     return options
 
 
-def _check_ints(name: str, values: Sequence[int]) -> tuple[int, ...]:
+def _check_ints(name: str, values: Sequence[int], maximum: int) -> tuple[int, ...]:
     if isinstance(values, str) or not isinstance(values, Sequence) or len(values) == 0:
-        raise ValueError(f"{name} must be a non-empty sequence of integers >= 1, got {values!r}")
-    out = tuple(check_int(f"{name}[{i}]", v, minimum=1) for i, v in enumerate(values))
+        raise ValueError(
+            f"{name} must be a non-empty sequence of integers in [1, {maximum}], got {_show(values)}"
+        )
+    out = tuple(check_int(f"{name}[{i}]", v, minimum=1, maximum=maximum) for i, v in enumerate(values))
     if len(set(out)) != len(out):
         raise ValueError(f"{name} must not repeat a value, got {list(out)}")
     return out
@@ -250,13 +303,25 @@ def peak_start_s(workload: Workload, duration_s: float, *, step_s: float = 60.0)
     """Where on the workload clock the busiest ``duration_s`` window of its week (and bursts) starts.
 
     The expected arrivals of every window starting on a ``step_s`` grid are compared (the earliest
-    wins a tie), so a flat workload peaks at 0.
+    wins a tie), so a flat workload peaks at 0. The grid covers the week (or the last burst) plus
+    ``duration_s`` in at most ``MAX_GRID_POINTS`` (10,000,000) steps: a finer ``step_s`` is refused.
     """
     if not isinstance(workload, Workload):
         raise TypeError(f"workload must be a Workload, got {type(workload).__name__}")
     duration_s = check_positive("duration_s", duration_s)
     step_s = check_positive("step_s", step_s)
     horizon_s = max([SECONDS_PER_WEEK] + [b.end_s for b in workload.bursts])
+    if (horizon_s + duration_s) / step_s > MAX_GRID_POINTS:
+        raise ValueError(
+            f"step_s must be >= (week + duration_s) / {MAX_GRID_POINTS} = "
+            f"{(horizon_s + duration_s) / MAX_GRID_POINTS:.3g} s (at most {MAX_GRID_POINTS} grid points), "
+            f"got step_s={step_s!r} with duration_s={duration_s!r}"
+        )
+    if step_s > horizon_s:
+        raise ValueError(
+            f"step_s must be <= the workload's horizon ({horizon_s!r} s: a week, or the last burst's "
+            f"end), got {step_s!r}"
+        )
     edges = np.arange(0.0, horizon_s + duration_s + step_s, step_s)
     # Midpoint rule per grid cell; the window sums are differences of its running total.
     mass = np.asarray(workload.rate_per_s(edges[:-1] + step_s / 2)) * step_s
@@ -337,22 +402,25 @@ def estimate(
     ``duration_s`` (default: ``attrs['duration_s']`` or the last arrival time). See the module
     docstring for the model; it ignores the batcher's partial batches at light load and the
     difference between the wait quantile's and the batch time's tails, so it is a starting point.
+    ``batch_sizes`` are at most ``MAX_BATCH_SIZE`` (100,000) and ``max_replicas`` at most
+    ``MAX_REPLICAS`` (10,000).
     """
-    tables = [arrivals] if isinstance(arrivals, pd.DataFrame) else list(arrivals)
-    if not tables:
-        raise ValueError("arrivals must hold at least one arrivals table, got none")
-    for table in tables:
-        check_columns(table, ARRIVAL_COLUMNS, "arrivals")
+    tables = _check_tables(arrivals)
     options = _check_options(options)
-    batch_sizes = _check_ints("batch_sizes", batch_sizes)
+    batch_sizes = _check_ints("batch_sizes", batch_sizes, MAX_BATCH_SIZE)
     slo_s = check_positive("slo_s", slo_s)
     quantile = check_probability("quantile", quantile, open_low=True, open_high=True)
-    max_replicas = check_int("max_replicas", max_replicas, minimum=1)
+    max_replicas = check_int("max_replicas", max_replicas, minimum=1, maximum=MAX_REPLICAS)
+    seed = check_int("seed", seed, minimum=0)
     if duration_s is None:
         first = tables[0]
         duration_s = float(first.attrs.get("duration_s", first["t_s"].max() if len(first) else 0.0))
     duration_s = check_positive("duration_s", duration_s)
     rate = sum(len(t) for t in tables) / (len(tables) * duration_s)
+    if not math.isfinite(rate):
+        raise ValueError(
+            f"duration_s={duration_s!r} is too short: the arrival rate over it overflows a float"
+        )
     requests = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     if len(requests) == 0:
         raise ValueError("arrivals hold no request: nothing to size for")
@@ -363,18 +431,27 @@ def estimate(
             batch_s = float(times.mean())
             high_s = float(np.quantile(times, quantile))
             throughput = b / batch_s if batch_s > 0 else math.inf
-            stable = max(1, math.floor(rate / throughput) + 1) if math.isfinite(throughput) else 1
+            load = rate / throughput  # replicas' worth of work
+            if not load < 2**62:
+                raise ValueError(
+                    f"option {option.name!r} takes {batch_s!r} s a batch of {b}: the peak's "
+                    f"{rate:.3g} requests/s would need {load:.3g} replicas, beyond any plan"
+                )
+            stable = max(1, math.floor(load) + 1) if math.isfinite(throughput) else 1
+
+            def wait_s(r: int, b: int = b, batch_s: float = batch_s) -> float:
+                service_rate = 1.0 / batch_s if batch_s > 0 else math.inf
+                if not math.isfinite(service_rate):  # instant batches: nobody waits
+                    return 0.0
+                return queueing.mmc_wait_quantile_s(rate, service_rate, r * b, quantile)
+
             found, latency = math.nan, math.nan
-            if high_s <= slo_s:
-                for r in range(stable, max_replicas + 1):
-                    wait = (
-                        queueing.mmc_wait_quantile_s(rate, 1.0 / batch_s, r * b, quantile)
-                        if batch_s > 0
-                        else 0
-                    )
-                    if wait + high_s <= slo_s:
-                        found, latency = float(r), wait + high_s
-                        break
+            if high_s <= slo_s and stable <= max_replicas:
+                # The wait falls as replicas are added: bisect for the fewest that fit the SLO.
+                candidates = range(stable, max_replicas + 1)
+                i = bisect.bisect_left(candidates, True, key=lambda r: wait_s(r) + high_s <= slo_s)
+                if i < len(candidates):
+                    found, latency = float(candidates[i]), wait_s(candidates[i]) + high_s
             rows.append(
                 {
                     "option": option.name,
@@ -534,9 +611,9 @@ def _table(rows: list[dict], search: _Search) -> pd.DataFrame:
 
 
 def _with_executor(executor: Executor | None, max_workers: int | None) -> tuple[Executor, bool]:
+    if max_workers is not None:
+        check_int("max_workers", max_workers, minimum=1, maximum=4096)
     if executor is None:
-        if max_workers is not None:
-            check_int("max_workers", max_workers, minimum=1)
         return ProcessPoolExecutor(max_workers=max_workers), True
     if not isinstance(executor, Executor):
         raise TypeError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
@@ -575,17 +652,14 @@ def sweep(
     """Simulate the full grid options x ``batch_sizes`` x ``replicas`` on ``arrivals``.
 
     The rows are ``CANDIDATE_COLUMNS`` (``round`` 0), cheapest first, the frontier marked; the
-    arguments mean what they mean for ``plan``. ``arrivals`` may be a list of tables, one per
-    replication, pooled per candidate.
+    arguments mean what they mean for ``plan`` (``replicas`` at most ``MAX_REPLICAS``, 10,000).
+    ``arrivals`` may be a list of tables, one per replication, pooled per candidate.
     """
     slo_s, quantile, max_rejected_share, seed = _common_checks(
         slo_s, quantile, max_rejected_share, seed, progress
     )
-    tables = (arrivals,) if isinstance(arrivals, pd.DataFrame) else tuple(arrivals)
-    if not tables:
-        raise ValueError("arrivals must hold at least one arrivals table, got none")
-    for table in tables:
-        check_columns(table, ARRIVAL_COLUMNS, "arrivals")
+    tables = _check_tables(arrivals)
+    _check_template(template)
     search = _Search(
         _check_options(options),
         tables,
@@ -594,14 +668,11 @@ def sweep(
         quantile,
         max_rejected_share,
         seed,
-        bool(common_seed),
+        _check_bool("common_seed", common_seed),
     )
-    grid = [
-        (o, b, r)
-        for o in range(len(search.options))
-        for b in _check_ints("batch_sizes", batch_sizes)
-        for r in _check_ints("replicas", replicas)
-    ]
+    sizes = _check_ints("batch_sizes", batch_sizes, MAX_BATCH_SIZE)
+    counts = _check_ints("replicas", replicas, MAX_REPLICAS)
+    grid = [(o, b, r) for o in range(len(search.options)) for b in sizes for r in counts]
     pool, own = _with_executor(executor, max_workers)
     try:
         with tqdm(total=0, desc="sweep", unit="sim", disable=not progress) as bar:
@@ -666,20 +737,32 @@ def plan(
       pooled per candidate; more of them make the plan less sensitive to one draw of traffic.
     - ``executor``: where the simulations run (default: a ``ProcessPoolExecutor`` of
       ``max_workers``, shut down at the end); ``progress`` shows a tqdm bar of simulations.
+    - Bounds: ``batch_sizes`` at most ``MAX_BATCH_SIZE`` (100,000), ``max_replicas`` at most
+      ``MAX_REPLICAS`` (10,000), ``replications`` at most ``MAX_REPLICATIONS`` (1,000);
+      ``common_seed`` and ``progress`` are True or False.
     """
     slo_s, quantile, max_rejected_share, seed = _common_checks(
         slo_s, quantile, max_rejected_share, seed, progress
     )
     options = _check_options(options)
-    batch_sizes = _check_ints("batch_sizes", batch_sizes)
-    max_replicas = check_int("max_replicas", max_replicas, minimum=1)
-    replications = check_int("replications", replications, minimum=1)
+    batch_sizes = _check_ints("batch_sizes", batch_sizes, MAX_BATCH_SIZE)
+    max_replicas = check_int("max_replicas", max_replicas, minimum=1, maximum=MAX_REPLICAS)
+    replications = check_int("replications", replications, minimum=1, maximum=MAX_REPLICATIONS)
     max_rounds = check_int("max_rounds", max_rounds, minimum=1)
-    if template is not None and not isinstance(template, PlatformConfig):
-        raise TypeError(f"template must be a PlatformConfig or None, got {type(template).__name__}")
+    _check_template(template)
+    common_seed = _check_bool("common_seed", common_seed)
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
+    if max_workers is not None:
+        check_int("max_workers", max_workers, minimum=1, maximum=4096)
     if start_s is not None:
         start_s = check_non_negative("start_s", start_s)
     tables, peak_s, span_s = _peak_arrivals(workload, duration_s, start_s, seed, replications)
+    if not any(len(table) for table in tables):
+        raise ValueError(
+            f"the peak window (duration_s={span_s!r} s from {peak_s!r} s) holds no request: "
+            "nothing to size for; lengthen duration_s"
+        )
     estimates = estimate(
         tables,
         options,
@@ -690,9 +773,7 @@ def plan(
         duration_s=span_s,
         seed=seed,
     )
-    search = _Search(
-        options, tuple(tables), template, slo_s, quantile, max_rejected_share, seed, bool(common_seed)
-    )
+    search = _Search(options, tuple(tables), template, slo_s, quantile, max_rejected_share, seed, common_seed)
 
     groups = [(o, b) for o in range(len(options)) for b in batch_sizes]
     tried: dict[tuple[int, int], dict[int, bool]] = {g: {} for g in groups}

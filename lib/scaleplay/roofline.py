@@ -19,7 +19,8 @@ bound) and tokens per second stop growing. A long context raises ``bytes_per_ite
 out, or removes it: the KV cache keeps the step memory-bound however large the batch.
 
 ``fit_roofline`` recovers ``bandwidth``, ``peak`` and ``overhead`` from measured times (least squares
-on the logarithm, so a 10% miss costs the same at every batch size). The fit's curve is piecewise
+on the logarithm with ``scipy.optimize.least_squares``, so a 10% miss costs the same at every batch
+size). The fit's curve is piecewise
 linear in ``B`` with one kink at the ridge, so ``RooflineFit.service_time`` hands the simulator a
 ``TabulatedServiceTime`` through the kink that reproduces it exactly.
 
@@ -31,14 +32,53 @@ linear in ``B`` with one kink at the ridge, so ``RooflineFit.service_time`` hand
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
+from scipy import optimize
 
-from ._validate import check_non_negative, check_positive
+from ._validate import check_int, check_non_negative, check_positive
 from .profiles import TabulatedServiceTime
 
 __all__ = ["StepTraffic", "roofline_time_s", "RooflineFit", "fit_roofline"]
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+
+
+def _show(value: object) -> str:
+    """The value's repr, cut to at most 80 characters."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _real_array(name: str, values: object) -> np.ndarray:
+    """``values`` (a number or an array-like of numbers) as a float array; strings and bools refused."""
+    problem = f"{name} must be a real number or an array of them, got {_show(values)}"
+    if isinstance(values, (str, bytes, bool)) or values is None:
+        raise TypeError(problem)
+    try:
+        raw = np.asarray(values)
+    except (ValueError, TypeError) as error:
+        raise TypeError(problem) from error
+    if raw.dtype.kind == "O":
+        if not all(isinstance(v, Real) and not isinstance(v, bool) for v in raw.ravel()):
+            raise TypeError(problem)
+        try:
+            raw = raw.astype(np.float64)
+        except OverflowError as error:
+            raise ValueError(problem + " (an entry overflows a float)") from error
+    elif raw.dtype.kind not in "iuf":
+        raise TypeError(problem + f" (of dtype {raw.dtype})")
+    return raw.astype(np.float64)
+
+
+def _finite_out(name: str, value: float | np.ndarray, inputs: str) -> float | np.ndarray:
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{name} overflows a float for {inputs}; use inputs of a sensible scale")
+    return value
 
 
 @dataclass(frozen=True)
@@ -61,15 +101,21 @@ class StepTraffic:
 
     def bytes_moved(self, batch_size: float | np.ndarray) -> float | np.ndarray:
         """Bytes one step moves at ``batch_size``."""
-        return self.bytes_fixed + self.bytes_per_item * _batch(batch_size)
+        with np.errstate(over="ignore"):
+            out = self.bytes_fixed + self.bytes_per_item * _batch(batch_size)
+        return _finite_out("bytes_moved", out, f"batch_size={_show(batch_size)}")
 
     def flops(self, batch_size: float | np.ndarray) -> float | np.ndarray:
         """FLOPs one step does at ``batch_size``."""
-        return self.flops_per_item * _batch(batch_size)
+        with np.errstate(over="ignore"):
+            out = self.flops_per_item * _batch(batch_size)
+        return _finite_out("flops", out, f"batch_size={_show(batch_size)}")
 
     def intensity_flops_per_byte(self, batch_size: float | np.ndarray) -> float | np.ndarray:
         """Arithmetic intensity: FLOPs per byte moved (grows with the batch while weights dominate)."""
-        return self.flops(batch_size) / self.bytes_moved(batch_size)
+        with np.errstate(over="ignore"):
+            out = self.flops(batch_size) / self.bytes_moved(batch_size)
+        return _finite_out("intensity_flops_per_byte", out, f"batch_size={_show(batch_size)}")
 
     def ridge_batch_size(self, bandwidth_bytes_per_s: float, peak_flops_per_s: float) -> float:
         """Batch size where memory time equals compute time; ``inf`` if the step never turns compute-bound.
@@ -86,9 +132,9 @@ class StepTraffic:
 
 
 def _batch(batch_size: float | np.ndarray) -> float | np.ndarray:
-    b = np.asarray(batch_size, dtype=float)
+    b = _real_array("batch_size", batch_size)
     if not np.all(np.isfinite(b)) or np.any(b < 1):
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        raise ValueError(f"batch_size must be >= 1 and finite, got {_show(batch_size)}")
     return float(b) if b.ndim == 0 else b
 
 
@@ -110,7 +156,17 @@ def roofline_time_s(
     bandwidth = check_positive("bandwidth_bytes_per_s", bandwidth_bytes_per_s)
     peak = check_positive("peak_flops_per_s", peak_flops_per_s)
     overhead = check_non_negative("overhead_s", overhead_s)
-    out = np.maximum(traffic.bytes_moved(batch_size) / bandwidth, traffic.flops(batch_size) / peak) + overhead
+    with np.errstate(over="ignore"):
+        out = (
+            np.maximum(traffic.bytes_moved(batch_size) / bandwidth, traffic.flops(batch_size) / peak)
+            + overhead
+        )
+    _finite_out(
+        "the step time",
+        out,
+        f"batch_size={_show(batch_size)}, bandwidth_bytes_per_s={bandwidth_bytes_per_s!r}, "
+        f"peak_flops_per_s={peak_flops_per_s!r}, overhead_s={overhead_s!r}",
+    )
     return float(out) if np.ndim(out) == 0 else out
 
 
@@ -140,6 +196,8 @@ class RooflineFit:
             object.__setattr__(self, name, check_positive(name, getattr(self, name)))
         for name in ("overhead_s", "rms_log_error"):
             object.__setattr__(self, name, check_non_negative(name, getattr(self, name)))
+        for name in ("points_memory_bound", "points_compute_bound"):
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=0))
 
     @property
     def ridge_batch_size(self) -> float:
@@ -154,7 +212,9 @@ class RooflineFit:
 
     def tokens_per_s(self, batch_size: float | np.ndarray) -> float | np.ndarray:
         """Fitted tokens per second: each request in the batch gets one token per step."""
-        return _batch(batch_size) / self.step_time_s(batch_size)
+        with np.errstate(over="ignore"):
+            out = _batch(batch_size) / self.step_time_s(batch_size)
+        return _finite_out("tokens_per_s", out, f"batch_size={_show(batch_size)}")
 
     def service_time(
         self, *, layers: float = 1.0, max_batch_size: int = 4096, prefill_s_per_token: float = 0.0
@@ -162,74 +222,88 @@ class RooflineFit:
         """The fitted curve as a ``ServiceTime`` for the simulator (one decode step per output token).
 
         ``layers`` scales the step: a model whose decode step is ``layers`` copies of the measured
-        one (e.g. the measured layer's weight bytes divided into the model's). The table holds batch
+        one (e.g. the measured layer's weight bytes divided into the model's). ``max_batch_size`` is
+        at most 10**9. The table holds batch
         1, the ridge (when it falls inside) and ``max_batch_size``; since the fitted curve is linear
         on each side of the ridge, linear interpolation reproduces it exactly, and the table's
         extrapolation past ``max_batch_size`` continues the compute-bound line.
         """
         layers = check_positive("layers", layers)
         if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or max_batch_size < 2:
-            raise ValueError(f"max_batch_size must be an integer >= 2, got {max_batch_size!r}")
+            raise ValueError(f"max_batch_size must be an integer >= 2, got {_show(max_batch_size)}")
+        if max_batch_size > _MAX_BATCH:
+            raise ValueError(f"max_batch_size must be <= {_MAX_BATCH}, got {_show(max_batch_size)}")
         sizes = [1.0, float(max_batch_size)]
         ridge = self.ridge_batch_size
         if 1 < ridge < max_batch_size:
             sizes.insert(1, ridge)
-        seconds = layers * np.asarray(self.step_time_s(np.asarray(sizes)))
-        return TabulatedServiceTime(
-            tuple(sizes),
-            tuple(seconds.tolist()),
-            per_decode_step=True,
-            prefill_s_per_token=prefill_s_per_token,
-        )
+        with np.errstate(over="ignore", under="ignore"):
+            seconds = layers * np.asarray(self.step_time_s(np.asarray(sizes)))
+        if not (np.all(np.isfinite(seconds)) and np.all(seconds > 0)):
+            raise ValueError(
+                f"layers={layers!r} x the fitted step time must be a finite positive number of seconds, "
+                f"got {seconds.tolist()}"
+            )
+        try:
+            return TabulatedServiceTime(
+                tuple(sizes),
+                tuple(seconds.tolist()),
+                per_decode_step=True,
+                prefill_s_per_token=prefill_s_per_token,
+            )
+        except ValueError as error:
+            if "prefill_s_per_token" in str(error):
+                raise
+            raise ValueError(
+                f"layers={layers!r} x the fitted step times makes no valid service time: {error}"
+            ) from error
+
+
+_MAX_BATCH = 10**9
 
 
 def _model_and_jacobian(
-    theta: np.ndarray, bytes_: np.ndarray, flops: np.ndarray, fixed_overhead_s: float | None
+    theta: np.ndarray, log_bytes: np.ndarray, log_flops: np.ndarray, fixed_overhead_s: float | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """log t, its Jacobian and the memory-bound mask; theta = log(1/bandwidth, 1/peak[, overhead])."""
-    inv_bw, inv_peak = np.exp(theta[:2])
-    overhead = float(np.exp(theta[2])) if fixed_overhead_s is None else fixed_overhead_s
-    memory_s, compute_s = bytes_ * inv_bw, flops * inv_peak
-    memory_bound = memory_s >= compute_s
-    total = np.maximum(memory_s, compute_s) + overhead
-    columns = [np.where(memory_bound, memory_s, 0.0), np.where(memory_bound, 0.0, compute_s)]
+    """log t, its Jacobian and the memory-bound mask; theta = log(1/bandwidth, 1/peak[, overhead]).
+
+    All in logs: log t = log(exp(max(log memory, log compute)) + overhead), by ``np.logaddexp``, so
+    no figure over- or underflows whatever the scale of the measurements.
+    """
+    log_memory, log_compute = log_bytes + theta[0], log_flops + theta[1]
+    memory_bound = log_memory >= log_compute
+    log_roof = np.maximum(log_memory, log_compute)
     if fixed_overhead_s is None:
-        columns.append(np.full_like(total, overhead))
-    return np.log(total), np.column_stack(columns) / total[:, None], memory_bound
+        log_overhead = theta[2]
+    else:
+        log_overhead = math.log(fixed_overhead_s) if fixed_overhead_s > 0 else -np.inf
+    log_total = np.logaddexp(log_roof, log_overhead)
+    roof_share = np.exp(log_roof - log_total)
+    columns = [np.where(memory_bound, roof_share, 0.0), np.where(memory_bound, 0.0, roof_share)]
+    if fixed_overhead_s is None:
+        columns.append(np.exp(log_overhead - log_total))
+    return log_total, np.column_stack(columns), memory_bound
 
 
-def _levenberg_marquardt(
+def _least_squares(
     theta: np.ndarray,
-    bytes_: np.ndarray,
-    flops: np.ndarray,
+    log_bytes: np.ndarray,
+    log_flops: np.ndarray,
     log_t: np.ndarray,
     fixed_overhead_s: float | None,
-    iterations: int = 200,
 ) -> tuple[np.ndarray, float]:
-    model, jac, _ = _model_and_jacobian(theta, bytes_, flops, fixed_overhead_s)
-    loss = float(np.sum((model - log_t) ** 2))
-    damping = 1e-2
-    for _ in range(iterations):
-        residual = model - log_t
-        normal = jac.T @ jac
-        gradient = jac.T @ residual
-        step = np.linalg.solve(normal + damping * np.diag(np.diag(normal) + 1e-12), -gradient)
-        step = np.clip(step, -3.0, 3.0)  # at most a factor e^3 per iteration: no overflow in exp
-        trial = theta + step
-        with np.errstate(all="ignore"):
-            trial_model, trial_jac, _ = _model_and_jacobian(trial, bytes_, flops, fixed_overhead_s)
-            trial_loss = float(np.sum((trial_model - log_t) ** 2))
-        if np.isfinite(trial_loss) and trial_loss < loss:
-            converged = loss - trial_loss < 1e-15 * max(loss, 1e-300) or np.max(np.abs(step)) < 1e-10
-            theta, model, jac, loss = trial, trial_model, trial_jac, trial_loss
-            damping = max(damping / 3.0, 1e-12)
-            if converged:
-                break
-        else:
-            damping *= 4.0
-            if damping > 1e12:
-                break
-    return theta, loss
+    """``scipy.optimize.least_squares`` (Levenberg-Marquardt) from one start; the fit and its loss."""
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        return _model_and_jacobian(x, log_bytes, log_flops, fixed_overhead_s)[0] - log_t
+
+    def jacobian(x: np.ndarray) -> np.ndarray:
+        return _model_and_jacobian(x, log_bytes, log_flops, fixed_overhead_s)[1]
+
+    result = optimize.least_squares(
+        residuals, theta, jac=jacobian, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=2000
+    )
+    return result.x, float(np.sum(result.fun**2))
 
 
 def fit_roofline(
@@ -239,19 +313,20 @@ def fit_roofline(
 
     ``seconds[i]`` is the measured time of one step at ``batch_sizes[i]``; ``traffic`` says how many
     bytes and FLOPs that step moves (the shape of the kernel, known exactly). The fit minimizes
-    ``sum(log(t_fit(B_i)) - log(seconds_i))^2`` over the positive figures with Levenberg-Marquardt,
-    started from a small grid around the best bandwidth and FLOP rate the measurements achieved; the
-    best start wins. ``overhead_s`` fixes the overhead (e.g. measured on a tiny step) instead of
-    fitting it: useful when the kernel strays from the roofline at some batch sizes and a free
-    overhead would soak up the misfit. As many measurements as unknowns are needed; both sides of the
-    ridge are needed to pin both bandwidth and peak (``RooflineFit`` counts the points on each side).
+    ``sum(log(t_fit(B_i)) - log(seconds_i))^2`` over the positive figures with Levenberg-Marquardt
+    (``scipy.optimize.least_squares``), started from a small grid around the best bandwidth and FLOP
+    rate the measurements achieved; the best start wins. ``overhead_s`` fixes the overhead (e.g.
+    measured on a tiny step) instead of fitting it: useful when the kernel strays from the roofline at
+    some batch sizes and a free overhead would soak up the misfit. As many measurements as unknowns
+    are needed; both sides of the ridge are needed to pin both bandwidth and peak (``RooflineFit``
+    counts the points on each side).
     """
     if not isinstance(traffic, StepTraffic):
         raise TypeError(f"traffic must be a StepTraffic, got {type(traffic).__name__}")
     fixed = None if overhead_s is None else check_non_negative("overhead_s", overhead_s)
     unknowns = 3 if fixed is None else 2
-    sizes = np.asarray(batch_sizes, dtype=float)
-    times = np.asarray(seconds, dtype=float)
+    sizes = _real_array("batch_sizes", batch_sizes)
+    times = _real_array("seconds", seconds)
     if sizes.ndim != 1 or times.ndim != 1 or sizes.size != times.size:
         raise ValueError(
             "batch_sizes and seconds must be 1-D and of one length, "
@@ -260,39 +335,46 @@ def fit_roofline(
     if sizes.size < unknowns:
         raise ValueError(f"fit_roofline needs at least {unknowns} measurements, got {sizes.size}")
     if not np.all(np.isfinite(sizes)) or np.any(sizes < 1):
-        raise ValueError(f"batch_sizes must be finite and >= 1, got {sizes.tolist()}")
+        raise ValueError(f"batch_sizes must be finite and >= 1, got {_show(sizes.tolist())}")
     if not np.all(np.isfinite(times)) or np.any(times <= 0):
-        raise ValueError(f"seconds must be finite and > 0, got {times.tolist()}")
+        raise ValueError(f"seconds must be finite and > 0, got {_show(times.tolist())}")
     if fixed is not None and fixed >= times.min():
         raise ValueError(
             f"overhead_s must be below the fastest measured step ({times.min()!r} s), got {fixed!r}"
         )
 
-    bytes_ = np.asarray(traffic.bytes_moved(sizes))
-    flops = np.asarray(traffic.flops(sizes))
+    log_bytes = np.log(np.asarray(traffic.bytes_moved(sizes)))
+    log_flops = np.log(np.asarray(traffic.flops(sizes)))
     log_t = np.log(times)
     # Starting points: the best rates achieved bound the device's from below.
-    inv_bw0 = float(np.min(times / bytes_))
-    inv_peak0 = float(np.min(times / flops))
+    log_inv_bw0 = float(np.min(log_t - log_bytes))
+    log_inv_peak0 = float(np.min(log_t - log_flops))
     overhead_factors = (1e-3, 0.1, 0.5) if fixed is None else (None,)
     best_theta, best_loss = None, math.inf
     for bw_factor in (0.5, 1.0, 2.0):
         for peak_factor in (0.5, 1.0, 2.0):
             for overhead_factor in overhead_factors:
-                start = [inv_bw0 * bw_factor, inv_peak0 * peak_factor]
+                start = [log_inv_bw0 + math.log(bw_factor), log_inv_peak0 + math.log(peak_factor)]
                 if overhead_factor is not None:
-                    start.append(float(np.min(times)) * overhead_factor)
-                theta, loss = _levenberg_marquardt(np.log(start), bytes_, flops, log_t, fixed)
+                    start.append(float(np.min(log_t)) + math.log(overhead_factor))
+                theta, loss = _least_squares(np.array(start), log_bytes, log_flops, log_t, fixed)
                 if loss < best_loss:
                     best_theta, best_loss = theta, loss
-    assert best_theta is not None
-    inv_bw, inv_peak = np.exp(best_theta[:2])
-    overhead = float(np.exp(best_theta[2])) if fixed is None else fixed
-    _, _, memory_bound = _model_and_jacobian(best_theta, bytes_, flops, fixed)
+    if best_theta is None:
+        raise ValueError("fit_roofline found no finite fit to these seconds and batch_sizes")
+    with np.errstate(over="ignore"):
+        bandwidth, peak = np.exp(-best_theta[:2])
+        overhead = float(np.exp(best_theta[2])) if fixed is None else fixed
+    if not (np.isfinite(bandwidth) and np.isfinite(peak) and bandwidth > 0 and peak > 0):
+        raise ValueError(
+            "seconds and batch_sizes imply a bandwidth or FLOP rate beyond a float "
+            f"(bandwidth {bandwidth!r} bytes/s, peak {peak!r} FLOP/s); check their units"
+        )
+    _, _, memory_bound = _model_and_jacobian(best_theta, log_bytes, log_flops, fixed)
     return RooflineFit(
         traffic=traffic,
-        bandwidth_bytes_per_s=float(1.0 / inv_bw),
-        peak_flops_per_s=float(1.0 / inv_peak),
+        bandwidth_bytes_per_s=float(bandwidth),
+        peak_flops_per_s=float(peak),
         overhead_s=overhead,
         rms_log_error=math.sqrt(best_loss / sizes.size),
         points_memory_bound=int(np.sum(memory_bound)),
