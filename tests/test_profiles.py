@@ -58,9 +58,9 @@ def test_known_hardware_and_models() -> None:
 
 
 def test_unknown_names_list_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown hardware 'B200'; known: 'H100 SXM'"):
+    with pytest.raises(ValueError, match=r"unknown hardware name 'B200'; known: 'H100 SXM'"):
         load_hardware("B200")
-    with pytest.raises(ValueError, match=r"unknown model 'gpt-5'; known: .*'Llama-3.1-8B'"):
+    with pytest.raises(ValueError, match=r"unknown model name 'gpt-5'; known: .*'Llama-3.1-8B'"):
         load_model("gpt-5")
     with pytest.raises(ValueError, match="dtype"):
         load_model("Llama-3.1-8B", "int3")
@@ -232,3 +232,72 @@ def test_all_curves_are_service_times() -> None:
         wrapped = RandomServiceTime(curve, "exponential")
         draws = [wrapped.batch_time_s(4, 400, 20, rng) for _ in range(4000)]
         assert np.mean(draws) == pytest.approx(curve.batch_time_s(4, 400, 20, rng), rel=0.08)
+
+
+# ---- hostile inputs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [1e308, 10**400, 1e7, -1.0, float("inf")])
+def test_affine_coefficients_are_bounded(bad: float) -> None:
+    # Regression: fixed_s=10**400 raised OverflowError; 1e308 passed and later gave inf seconds.
+    for field in ("fixed_s", "per_item_s", "per_token_in_s", "per_token_out_s"):
+        with pytest.raises(ValueError, match=field):
+            AffineServiceTime(**{field: bad})
+
+
+def test_batch_times_at_every_bound_stay_finite() -> None:
+    top = profiles.MAX_COEFFICIENT_S
+    affine = AffineServiceTime(top, top, top, top)
+    worst = (profiles.MAX_BATCH_SIZE, profiles.MAX_BATCH_TOKENS, profiles.MAX_TOKENS)
+    assert np.isfinite(affine.batch_time_s(*worst))
+    table = TabulatedServiceTime(
+        (1.0, 1.0 + 1e-9), (1e-9, top), per_decode_step=True, prefill_s_per_token=top
+    )
+    assert np.isfinite(table.batch_time_s(*worst))
+    hw = Hardware("tiny", memory_bandwidth_bytes_per_s=1.0, peak_flops_per_s=1.0, memory_bytes=1e30)
+    model = ModelSpec("huge", 1e18, 64.0, 10**6, 10**6, 10**6, 64.0)
+    roofline = RooflineServiceTime(
+        hw, model, overhead_s=top, compute_efficiency=1e-6, bandwidth_efficiency=1e-6
+    )
+    assert np.isfinite(roofline.batch_time_s(*worst))
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda: AffineServiceTime(0.1).batch_time_s(10**400, 0, 0), "batch_size"),
+        (lambda: AffineServiceTime(0.1).batch_time_s(1, 10**30, 0), "tokens_in"),
+        (lambda: AffineServiceTime(0.1).batch_time_s(1, 0, -1), "tokens_out"),
+        (lambda: TabulatedServiceTime(None, (0.1,)), "batch_sizes"),  # regression: numpy's words
+        (lambda: TabulatedServiceTime((1,), None), "seconds_per_batch"),
+        (lambda: TabulatedServiceTime(["a"], [0.1]), "batch_sizes[0]"),
+        (lambda: TabulatedServiceTime((1, 1e300), (0.1, 0.2)), "batch_sizes"),
+        (lambda: TabulatedServiceTime((1,), (1e300,)), "seconds_per_batch"),
+        (lambda: TabulatedServiceTime((1,), (0.1,)).table_s("x"), "batch_size"),
+        (lambda: TabulatedServiceTime((1,), (0.1,)).table_s(1e300), "batch_size"),
+        (lambda: Hardware("x", 1e308, 1.0, 1.0), "memory_bandwidth_bytes_per_s"),
+        (lambda: Hardware("x", 1.0, 1e-300, 1.0), "peak_flops_per_s"),
+        (lambda: ModelSpec("x", 1e300, 2.0, 1, 1, 1), "parameters"),
+        (lambda: ModelSpec("x", 1e9, 2.0, 10**30, 1, 1), "layers"),
+        (
+            lambda: RooflineServiceTime(
+                load_hardware("H100 SXM"), load_model("Llama-3.1-8B"), compute_efficiency=1e-300
+            ),
+            "compute_efficiency",
+        ),
+        (
+            lambda: RooflineServiceTime(
+                load_hardware("H100 SXM"), load_model("Llama-3.1-8B"), tensor_parallel=10**30
+            ),
+            "tensor_parallel",
+        ),
+        (lambda: load_hardware(["H100 SXM"]), "['H100 SXM']"),  # regression: "unhashable type: 'list'"
+        (lambda: load_model({"a": 1}), "{'a': 1}"),
+        (lambda: load_model("Llama-3.1-8B", ["bf16"]), "dtype"),
+        (lambda: RandomServiceTime(None), "base"),
+    ],
+)
+def test_hostile_arguments_name_the_argument(call, field: str) -> None:
+    with pytest.raises((TypeError, ValueError)) as caught:
+        call()
+    assert field in str(caught.value), str(caught.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,13 @@ import pytest
 
 from scaleplay.scenario import (
     PLAN_COLUMNS,
+    ModelChoice,
+    Phase,
+    PriceOverrides,
+    RequestSizes,
     Scenario,
+    SearchSettings,
+    Traffic,
     example_scenario_path,
     format_plan_table,
     load_scenario,
@@ -129,7 +136,7 @@ def test_price_override_scales_cost() -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "scaleplay", *args], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "scaleplay", *args], capture_output=True, text=True, timeout=60, check=False
     )
 
 
@@ -154,3 +161,148 @@ def test_cli_help_and_errors(tmp_path: Path) -> None:
     assert len(lines) == 1 and "slo.p99_s" in lines[0] and "-1" in lines[0], done.stderr
     done = _cli("plan", str(tmp_path / "absent.yaml"))
     assert done.returncode == 2 and "does not exist" in done.stderr
+
+
+# ---- hostile files: one line on stderr, exit status 2, quickly, whatever the file holds ---------------
+
+
+def _laughs(key: str) -> str:
+    """The "billion laughs": nine levels of nine aliases, 9**9 strings once expanded, in 400 bytes."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{','.join([f'*{previous}'] * 9)}]")
+    return "\n".join([*lines, f"{key}: *i", ""])
+
+
+HOSTILE_FILES = {
+    "laughs in seed": (_laughs("seed"), ["anchors and aliases"]),
+    "laughs in name": (_laughs("name"), ["anchors and aliases"]),
+    "one alias": (_replace(TINY, "seed: 7", "seed: &s 7\nname2: *s"), ["anchors and aliases"]),
+    "deep nesting": ("seed: " + "[" * 5000 + "]" * 5000 + "\n", ["nesting deeper than 50"]),
+    "deep mappings": ("a: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n", ["nesting deeper than 50"]),
+    "huge calls": (_replace(TINY, "calls_per_day: 200000", "calls_per_day: 1.0e+308"), ["calls_per_day"]),
+    "huge window": (_replace(TINY, "duration_s: 30", "duration_s: 1.0e+9"), ["search.duration_s"]),
+    "window too busy": (
+        _replace(TINY, "calls_per_day: 3000000", "calls_per_day: 9.0e+9"),
+        ["search.duration_s"],
+    ),
+    "duplicate key": (TINY + "seed: 8\n", ["duplicate key 'seed'", "line 14"]),
+    "duplicate nested key": (
+        _replace(TINY, "p99_s: 8.0", "p99_s: 8.0, p99_s: 1.0"),
+        ["duplicate key 'p99_s'"],
+    ),
+    "merge key": (_replace(TINY, "traffic: {", "traffic: {<<: {peak_hour: 3}, "), ["merge keys"]),
+    "huge seed": (
+        _replace(TINY, "seed: 7", "seed: " + "9" * 5000),
+        ["integer of 5,000 characters", "seed: 999"],
+    ),
+    "huge name": (_replace(TINY, "name: tiny", "name: " + "x" * 100_000), ["name", "at most 100 characters"]),
+    "inf": (_replace(TINY, "p99_s: 8.0", "p99_s: .inf"), ["slo.p99_s", "inf"]),
+    "list key": (TINY + "? [a, b]\n: 1\n", ["plain value"]),
+    "not a mapping": ("just a string\n", ["must be a mapping"]),
+    "too many phases": (
+        TINY.replace("phases:\n", "phases:\n" + "  - {calls_per_day: 1}\n" * 101),
+        ["phases"],
+    ),
+    "latin-1": (TINY.replace("tiny", "caf\u00e9").encode("latin-1"), ["not UTF-8", "0xe9"]),
+    "binary": (bytes(range(256)) * 8, ["not UTF-8"]),
+    "nul bytes": (b"seed: \x00\x00\n", ["not valid YAML"]),
+    "empty": (b"", ["must be a mapping"]),
+    "over a megabyte": ("# " + "x" * 1_000_001 + "\n" + TINY, ["more than 1,000,000 bytes"]),
+}
+
+
+def _refused(done: subprocess.CompletedProcess, words: list[str]) -> None:
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert done.stdout == ""
+    assert len(done.stderr) <= 520 and done.stderr.count("\n") == 1, done.stderr[:2000]
+    assert "Traceback" not in done.stderr
+    for word in words:
+        assert word in done.stderr, (word, done.stderr)
+
+
+def test_cli_refuses_hostile_files_in_one_line(tmp_path: Path) -> None:
+    # Regression: the laughs ran 57 s, reached 6 GB and wrote 2 GB to stderr; deep nesting printed a
+    # RecursionError traceback; 1.0e+308 calls an IndexError; duration_s 1.0e+9 a MemoryError;
+    # duplicate keys were accepted (the last won). One command per file, run side by side.
+    paths = {}
+    for i, (case, (content, _)) in enumerate(HOSTILE_FILES.items()):
+        paths[case] = tmp_path / f"hostile-{i}.yaml"
+        if isinstance(content, bytes):
+            paths[case].write_bytes(content)
+        else:
+            paths[case].write_text(content, encoding="utf-8")
+    with ThreadPoolExecutor(8) as pool:
+        done = dict(zip(paths, pool.map(lambda path: _cli("plan", str(path)), paths.values()), strict=True))
+    failures = {}
+    for case, (_, words) in HOSTILE_FILES.items():
+        try:
+            _refused(done[case], words)
+        except AssertionError as error:
+            failures[case] = str(error)[:500]
+    assert not failures, failures
+
+
+def test_cli_refuses_directories_and_missing_files(tmp_path: Path) -> None:
+    # Regression: a directory named x.yaml was reported as "does not exist".
+    (tmp_path / "x.yaml").mkdir()
+    _refused(_cli("plan", str(tmp_path / "x.yaml")), ["is a directory"])
+    _refused(_cli("plan", str(tmp_path / "absent.yaml")), ["does not exist"])
+    # Regression: a path without .yaml was parsed as YAML text ("the scenario must be a mapping").
+    bad = tmp_path / "scenario.txt"
+    bad.write_text(_replace(TINY, "p99_s: 8.0", "p99_s: -1"), encoding="utf-8")
+    _refused(_cli("plan", str(bad)), ["slo.p99_s", "-1"])
+    _refused(_cli("plan", str(tmp_path / "no-such-file")), ["does not exist"])
+
+
+def test_paths_without_yaml_suffix_are_files(tmp_path: Path) -> None:
+    path = tmp_path / "roadmap"
+    path.write_text(TINY, encoding="utf-8")
+    assert load_scenario(str(path)) == load_scenario(TINY) == load_scenario(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_scenario("roadmap-that-is-not-here")
+
+
+def test_yaml_12_floats_are_numbers() -> None:
+    # Regression: PyYAML (YAML 1.1) read 1.0e15 and 1e9 as strings, and the error blamed the user.
+    text = _replace(TINY, "calls_per_day: 200000", "calls_per_day: 2.0e5")
+    text = _replace(text, "calls_per_day: 3000000", "calls_per_day: 3e6")
+    text = _replace(text, "p99_s: 8.0", "p99_s: 8E+0")
+    scenario = load_scenario(text)
+    assert [p.calls_per_day for p in scenario.phases] == [200_000.0, 3_000_000.0]
+    assert scenario.slo.p99_s == 8.0
+    assert scenario == load_scenario(TINY)
+    assert load_scenario(_replace(TINY, "name: tiny", "name: 1e9x")).name == "1e9x"  # still a string
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: load_scenario(TINY).__class__(phases=None, models=load_scenario(TINY).models), "phases"),
+        (lambda: replace(load_scenario(TINY), traffic=None), "traffic"),
+        (lambda: replace(load_scenario(TINY), seed=2**63), "seed"),
+        (lambda: replace(load_scenario(TINY), models=[1]), "models[0]"),
+        (lambda: PriceOverrides(on_demand_usd_per_gpu_hour=[("H100 SXM",)]), "on_demand_usd_per_gpu_hour"),
+        (lambda: PriceOverrides(on_demand_usd_per_gpu_hour=None), "on_demand_usd_per_gpu_hour"),
+        (
+            lambda: PriceOverrides(on_demand_usd_per_gpu_hour=[("H100 SXM", 1e308)]),
+            "on_demand_usd_per_gpu_hour",
+        ),
+        (lambda: SearchSettings(batch_sizes=None), "search.batch_sizes"),
+        (lambda: SearchSettings(batch_sizes=(10**30,)), "search.batch_sizes[0]"),
+        (lambda: SearchSettings(max_replicas=10**30), "search.max_replicas"),
+        (lambda: SearchSettings(replications=1000), "search.replications"),
+        (lambda: RequestSizes(tokens_in_median=1e19, tokens_in_max=10**19), "requests.tokens_in"),
+        (lambda: Traffic(interarrival_cv=1e-300), "traffic.interarrival_cv"),
+        (lambda: Phase("p", 1e308), "p.calls_per_day"),
+        (lambda: Phase("p", 1.0, days=10**30), "p.days"),
+        (lambda: ModelChoice("Llama-3.1-8B", dtype="bf17"), "models[].dtype"),
+        (lambda: load_scenario(42), "path_or_text"),
+        (lambda: plan_table(load_scenario(TINY), None), "results"),
+        (lambda: format_plan_table(None), "table"),
+    ],
+)
+def test_direct_construction_names_the_field(build, field: str) -> None:
+    with pytest.raises((TypeError, ValueError)) as caught:
+        build()
+    assert field in str(caught.value), str(caught.value)

@@ -186,3 +186,116 @@ def test_interarrival_cv_and_stats() -> None:
     assert s["peak_bin_to_mean"] == pytest.approx(1.0)
     frame.attrs["duration_s"] = 180.0
     assert arrival_stats(frame, bin_s=60)["peak_bin_to_mean"] == pytest.approx(1.5)
+
+
+# ---- hostile inputs ------------------------------------------------------------------------------
+
+
+def _write(path, text: str | bytes):
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("rows", "column", "row"),
+    [
+        ("0,1e20,5\n", "tokens_in", 0),  # regression: wrapped to -9223372036854775808
+        ("0,5,5\n1,5,100000000000000000000\n", "tokens_out", 1),
+        ("0,9223372036854775808,5\n", "tokens_in", 0),  # read as uint64 by pandas
+        ("0,1000000001,5\n", "tokens_in", 0),
+    ],
+)
+def test_token_counts_beyond_the_bound_name_file_column_and_row(tmp_path, rows: str, column: str, row: int):
+    path = _write(tmp_path / "huge.csv", "t_s,tokens_in,tokens_out\n" + rows)
+    with pytest.raises(ValueError, match=r"<= 1,000,000,000") as caught:
+        load_trace(path)
+    message = str(caught.value)
+    assert "huge.csv" in message and repr(column) in message and f"row {row}" in message, message
+
+
+def test_priorities_beyond_the_bound_are_refused(tmp_path) -> None:
+    path = _write(tmp_path / "p.csv", "t_s,tokens_in,tokens_out,prio\n0,1,1,0\n1,1,1,1e20\n")
+    with pytest.raises(ValueError, match=r"p\.csv.*priority column 'prio'.*row 1"):
+        load_trace(path, priority_column="prio")
+    with pytest.raises(ValueError, match="priority"):
+        load_trace(_offsets(), priority=2**63)
+    with pytest.raises(ValueError, match=r"class_priorities\['paid'\]"):
+        load_trace(_offsets(), class_column="tier", class_priorities={"paid": 10**30, "free": 1})
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"", ["empty"]),
+        (b"\n\n\n", ["no header row"]),
+        (bytes(range(256)) * 4, ["binary"]),
+        (bytes(range(1, 256)) * 4, ["not UTF-8"]),
+        ("t_s,tokens_in,tokens_out\n0,1,2,caf\u00e9\n".encode("latin-1"), ["not UTF-8", "0xe9"]),
+        (b"t_s,tokens_in\n0,1,2,3,4\n", ["more fields than its header"]),
+        (b'"t_s,tokens_in\n0,1\n', ["not a readable CSV"]),
+    ],
+)
+def test_unreadable_files_name_the_file_and_the_problem(tmp_path, content: bytes, words: list[str]) -> None:
+    # Regression: pandas' own words ("No columns to parse from file", "'utf-8' codec can't decode").
+    path = _write(tmp_path / "trace.csv", content)
+    with pytest.raises(ValueError) as caught:
+        load_trace(path)
+    for word in ["trace.csv", *words]:
+        assert word in str(caught.value), str(caught.value)
+
+
+def test_missing_file_and_directory(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="absent.csv"):
+        load_trace(tmp_path / "absent.csv")
+    with pytest.raises(ValueError, match="not a file"):
+        load_trace(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"window_s": 1}, "window_s"),  # regression: "object of type 'int' has no len()"
+        ({"window_s": (0, 1, 2)}, "window_s"),
+        ({"window_s": ("a", 1)}, "window_s[0]"),
+        ({"window_s": (5, math.inf)}, "window_s"),
+        ({"time_column": ["t_s"]}, "time_column"),  # regression: "unhashable type: 'list'"
+        ({"tokens_in_column": None, "tokens_out_column": {"a": 1}}, "tokens_out_column"),
+        ({"class_column": 1.5}, "class_column"),
+        ({"class_priorities": [1, 2]}, "class_priorities"),
+        ({"speedup": 1e-300}, "speedup"),
+        ({"speedup": math.nan}, "speedup"),
+        ({"seed": 10**30}, "seed"),
+        ({"time_unit": ["s"]}, "time_unit"),
+        ({"preset": ["azure_llm_2023"]}, "preset"),
+        ({"sort": "yes"}, "sort"),
+    ],
+)
+def test_arguments_of_the_wrong_kind_name_the_argument(kwargs: dict, field: str) -> None:
+    with pytest.raises((TypeError, ValueError)) as caught:
+        load_trace(_offsets(), **kwargs)
+    assert field in str(caught.value), str(caught.value)
+
+
+def test_offsets_beyond_the_bound_and_bad_difficulties() -> None:
+    frame = _offsets().assign(t_s=[0.0, 1.0, 2.0, 3.0, 1e300])
+    with pytest.raises(ValueError, match=r"offsets <= 1e\+12 s \(row 4"):
+        load_trace(frame)
+    with pytest.raises(ValueError, match="difficulty column 'tier' must be numeric"):
+        load_trace(_offsets(), difficulty_column="tier")
+
+
+def test_arrival_stats_refuse_unbounded_bins_and_bad_times() -> None:
+    # Regression: 1e300 s of trace or a 1e-300 s bin asked numpy for that many bins.
+    with pytest.raises(ValueError, match="bin_s"):
+        arrival_stats(np.array([0.0, 1.0, 1e6]), bin_s=1e-300)
+    with pytest.raises(ValueError, match="arrivals"):
+        arrival_stats(np.array([0.0, 1e300]))
+    with pytest.raises(ValueError, match="finite"):
+        interarrival_cv([0.0, 1.0, math.inf])
+    with pytest.raises(TypeError, match="arrivals"):
+        interarrival_cv(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"arrivals\[1\]"):
+        interarrival_cv([0.0, "x"])  # type: ignore[list-item]

@@ -374,3 +374,92 @@ def test_bad_inputs_name_the_parameter(build, match: str) -> None:
 def test_generate_arrivals_bad_inputs(kwargs: dict, match: str) -> None:
     with pytest.raises((ValueError, TypeError), match=match):
         generate_arrivals(Workload.from_rate(1.0), **kwargs)
+
+
+# ---- hostile inputs: every one refused by name, with its value, before any work -------------------
+
+
+def test_token_counts_stay_within_int64() -> None:
+    # Regression: a median of 1e19 tokens wrapped to -9223372036854775808 in the int64 column.
+    for bad in (1e19, 10**30, 1e308):
+        with pytest.raises(ValueError, match="median") as caught:
+            TokenDistribution(median=bad)
+        assert "1e+" in str(caught.value) or "integer of about" in str(caught.value)
+    with pytest.raises(ValueError, match=r"maximum must be <= 1,000,000,000"):
+        TokenDistribution(100, maximum=2**63)
+    with pytest.raises(ValueError, match="sigma"):
+        TokenDistribution(100, sigma=1e308)
+    # At the bounds every draw is a positive count no larger than MAX_TOKENS.
+    draws = TokenDistribution(workload_module.MAX_TOKENS, sigma=workload_module.MAX_SIGMA).sample(
+        np.random.default_rng(0), 10_000
+    )
+    assert draws.dtype == np.int64 and draws.min() >= 1 and draws.max() <= workload_module.MAX_TOKENS
+    with pytest.raises(ValueError, match="priority"):
+        TrafficClass("x", 1.0, priority=2**63)
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: Workload(1, 1, classes=None), "classes"),
+        (lambda: Workload(1, 1, classes=[["a"]]), "classes[0]"),
+        (lambda: Workload(1, 1, classes={"a": 1}), "classes"),
+        (lambda: Workload(1, 1, weekly=None), "weekly"),
+        (lambda: Workload(1, 1, weekly=[[1.0]] * 7), "weekly[0]"),
+        (lambda: Workload(1, 1, weekly="1234567"), "weekly"),
+        (lambda: Workload(1, 1, bursts=None), "bursts"),
+        (lambda: Workload(1, 1, bursts=[[0, 1, 2]]), "bursts[0]"),
+        (lambda: DiurnalHourly(None), "values"),
+        (lambda: DiurnalHourly([[1.0] * 24]), "values"),
+        (lambda: DiurnalHourly(["a"] * 24), "values[0]"),
+        (lambda: TrafficClass("x", 1.0, tokens_in=[100]), "tokens_in"),
+    ],
+)
+def test_containers_of_the_wrong_kind_name_the_field(build, field: str) -> None:
+    # Regression: these gave "'NoneType' object is not iterable" or numpy's words, naming no field.
+    with pytest.raises((TypeError, ValueError)) as caught:
+        build()
+    assert field in str(caught.value), str(caught.value)
+
+
+def test_hourly_and_weekly_levels_near_the_float_limit_keep_mean_one() -> None:
+    # Regression: 24 levels of 1e308 summed to inf and were silently normalised to 0.
+    assert DiurnalHourly((1e308,) * 24).values == (1.0,) * 24
+    assert Workload(1, 1, weekly=(1e308,) * 7).weekly == (1.0,) * 7
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: Burst(0, 10, 1e308), "multiplier"),
+        (lambda: Burst(1e300, 10, 2), "start_s"),
+        (lambda: Burst(0, 1e300, 2), "duration_s"),
+        (lambda: Burst(9e8, 9e8, 2), "start_s + duration_s"),
+        (lambda: Workload(1e308, 1e308), "daily_active_users"),
+        (lambda: Workload(1, 1, interarrival_cv=1e-300), "interarrival_cv"),
+        (lambda: Workload(1, 1, interarrival_cv=1e300), "interarrival_cv"),
+        (lambda: Workload(1, None), "requests_per_user_per_day"),
+        (lambda: Workload.from_rate(1e300), "rate_per_s"),
+        (lambda: Workload(1e6, 1, bursts=(Burst(0, 10, 1e4),) * 100), "daily_active_users"),
+        (lambda: Workload.from_rate(1.0).rate_per_s(1e300), "t_s"),
+        (lambda: Workload.from_rate(1.0).rate_per_s(None), "t_s"),
+        (lambda: Workload.from_rate(1.0).expected_arrivals(0, 1e300), "duration_s"),
+        (lambda: generate_arrivals(Workload.from_rate(1.0), 1e300, seed=0), "duration_s"),
+        (lambda: generate_arrivals(Workload.from_rate(1.0), 10, seed=10**30), "seed"),
+        (lambda: generate_arrivals(Workload.from_rate(1.0), 10, seed=0, start_s=math.nan), "start_s"),
+        (lambda: generate_arrivals(Workload.from_rate(1.0), 10, seed=0, replication=-1), "replication"),
+        (lambda: generate_arrivals("w", 10, seed=0), "workload"),
+    ],
+)
+def test_values_that_would_overflow_or_never_finish_are_refused(build, field: str) -> None:
+    with pytest.raises((TypeError, ValueError)) as caught:
+        build()
+    assert field in str(caught.value), str(caught.value)
+
+
+def test_a_window_with_too_many_arrivals_is_refused_at_once() -> None:
+    # 1e6 requests/s for 1e3 s expects 1e9 arrivals: refused before any draw, naming duration_s.
+    busy = Workload.from_rate(1e6)
+    with pytest.raises(ValueError, match=r"duration_s=1000.0 would bring about 1e\+09 arrivals"):
+        generate_arrivals(busy, 1000.0, seed=0)
+    assert len(generate_arrivals(Workload.from_rate(1e-3), 1e8 - 1, seed=0)) > 0  # the clock's span is fine

@@ -13,6 +13,12 @@ Two more curves, interchangeable with the first two:
   bound by compute, each decode step bound by the larger of memory traffic and compute.
 - ``TabulatedServiceTime``: measured seconds per batch (or per decode step) at a few batch sizes,
   interpolated linearly.
+
+Bounds, so that no batch time overflows to ``inf``: a batch holds at most ``MAX_BATCH_SIZE`` = 10**6
+requests, ``tokens_in`` (the batch's prompts in all) at most ``MAX_BATCH_TOKENS`` = 10**15 and
+``tokens_out`` at most ``MAX_TOKENS`` = 10**9; every coefficient in seconds is at most
+``MAX_COEFFICIENT_S`` = 10**6; hardware numbers lie in [1, 1e30] and model sizes are bounded
+(``ModelSpec``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,15 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ._validate import check_in, check_int, check_non_negative, check_positive
+from ._validate import (
+    MAX_TOKENS,
+    _kind,
+    _show,
+    check_in,
+    check_int,
+    check_numbers,
+    check_range,
+)
 
 __all__ = [
     "ServiceTime",
@@ -40,7 +54,28 @@ __all__ = [
     "model_names",
     "RooflineServiceTime",
     "TabulatedServiceTime",
+    "MAX_BATCH_SIZE",
+    "MAX_BATCH_TOKENS",
+    "MAX_COEFFICIENT_S",
 ]
+
+#: The most requests in one batch.
+MAX_BATCH_SIZE = 10**6
+#: The most prompt tokens one batch holds in all (``MAX_BATCH_SIZE`` x 10**9).
+MAX_BATCH_TOKENS = 10**15
+#: The largest coefficient in seconds (a fixed time, a time per item, per token or per step).
+MAX_COEFFICIENT_S = 1e6
+#: The range of every ``Hardware`` number (bytes/s, FLOP/s, bytes).
+HARDWARE_RANGE = (1.0, 1e30)
+
+
+def _seconds(name: str, value: object) -> float:
+    """A coefficient in seconds: in [0, ``MAX_COEFFICIENT_S``]."""
+    return check_range(name, value, 0.0, MAX_COEFFICIENT_S, unit=" s")
+
+
+def _batch_size(value: object) -> int:
+    return check_int("batch_size", value, minimum=1, maximum=MAX_BATCH_SIZE)
 
 
 @runtime_checkable
@@ -56,6 +91,8 @@ class ServiceTime(Protocol):
 class AffineServiceTime:
     """``fixed_s + per_item_s * B + per_token_in_s * tokens_in + per_token_out_s * tokens_out``.
 
+    Each coefficient lies in [0, ``MAX_COEFFICIENT_S``] seconds and one at least is > 0.
+
     >>> AffineServiceTime(fixed_s=0.02, per_item_s=0.005).batch_time_s(4, 0, 0, None)
     0.04
     """
@@ -67,14 +104,15 @@ class AffineServiceTime:
 
     def __post_init__(self) -> None:
         for name in ("fixed_s", "per_item_s", "per_token_in_s", "per_token_out_s"):
-            object.__setattr__(self, name, check_non_negative(name, getattr(self, name)))
+            object.__setattr__(self, name, _seconds(name, getattr(self, name)))
         if self.fixed_s + self.per_item_s + self.per_token_in_s + self.per_token_out_s == 0:
             raise ValueError("AffineServiceTime needs at least one coefficient > 0; all are 0")
 
     def batch_time_s(
         self, batch_size: int, tokens_in: int, tokens_out: int, rng: np.random.Generator | None = None
     ) -> float:
-        batch_size = check_int("batch_size", batch_size, minimum=1)
+        batch_size = _batch_size(batch_size)
+        tokens_in, tokens_out = _check_tokens(tokens_in, tokens_out)
         return (
             self.fixed_s
             + self.per_item_s * batch_size
@@ -92,7 +130,7 @@ class RandomServiceTime:
 
     def __post_init__(self) -> None:
         if not isinstance(self.base, ServiceTime):
-            raise TypeError(f"base must be a ServiceTime, got {type(self.base).__name__}")
+            raise TypeError(f"base must be a ServiceTime, got {_kind(self.base)}")
         check_in("distribution", self.distribution, ("exponential", "deterministic"))
 
     def batch_time_s(
@@ -119,7 +157,7 @@ class Hardware:
     ``peak_flops_per_s`` is the dense (no 2:4 sparsity) BF16 tensor-core peak of the datasheet;
     ``memory_bandwidth_bytes_per_s`` the datasheet memory bandwidth; ``memory_bytes`` the memory
     as the datasheet states it (decimal GB x 1e9). ``source``/``source_date`` say where the numbers
-    come from and when they were taken.
+    come from and when they were taken. Each number lies in [1, 1e30].
     """
 
     name: str
@@ -131,9 +169,10 @@ class Hardware:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"Hardware name must be a non-empty string, got {self.name!r}")
+            raise ValueError(f"Hardware name must be a non-empty string, got {_kind(self.name)}")
+        low, high = HARDWARE_RANGE
         for field in ("memory_bandwidth_bytes_per_s", "peak_flops_per_s", "memory_bytes"):
-            object.__setattr__(self, field, check_positive(field, getattr(self, field)))
+            object.__setattr__(self, field, check_range(field, getattr(self, field), low, high))
 
     @property
     def ridge_flops_per_byte(self) -> float:
@@ -148,6 +187,9 @@ class ModelSpec:
     ``bytes_per_parameter`` is the weight storage (2 for bf16, 1 for int8/fp8 weights);
     ``kv_bytes_per_element`` the KV-cache storage (2 for a bf16 cache). One token of context holds
     ``2 (K and V) x layers x kv_heads x head_dim x kv_bytes_per_element`` bytes of KV cache.
+
+    Bounds: ``parameters`` in [1, 1e18]; bytes per parameter or element in (0, 64]; ``layers``,
+    ``kv_heads`` and ``head_dim`` in [1, 10**6].
     """
 
     name: str
@@ -162,12 +204,14 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"ModelSpec name must be a non-empty string, got {self.name!r}")
-        object.__setattr__(self, "parameters", check_positive("parameters", self.parameters))
+            raise ValueError(f"ModelSpec name must be a non-empty string, got {_kind(self.name)}")
+        object.__setattr__(self, "parameters", check_range("parameters", self.parameters, 1.0, 1e18))
         for field in ("bytes_per_parameter", "kv_bytes_per_element"):
-            object.__setattr__(self, field, check_positive(field, getattr(self, field)))
+            object.__setattr__(
+                self, field, check_range(field, getattr(self, field), 0.0, 64.0, open_low=True)
+            )
         for field in ("layers", "kv_heads", "head_dim"):
-            object.__setattr__(self, field, check_int(field, getattr(self, field), minimum=1))
+            object.__setattr__(self, field, check_int(field, getattr(self, field), minimum=1, maximum=10**6))
 
     @property
     def weight_bytes(self) -> float:
@@ -206,8 +250,8 @@ def load_hardware(name: str) -> Hardware:
     3350000000000.0
     """
     table = _read_table("hardware.csv")
-    if name not in table:
-        raise ValueError(f"unknown hardware {name!r}; known: {', '.join(map(repr, table))}")
+    if not isinstance(name, str) or name not in table:
+        raise ValueError(f"unknown hardware name {_show(name)}; known: {', '.join(map(repr, table))}")
     row = table[name]
     return Hardware(
         name=row["name"],
@@ -231,8 +275,8 @@ def load_model(name: str, dtype: str = "bf16", *, kv_dtype: str = "bf16") -> Mod
     check_in("dtype", dtype, tuple(DTYPE_BYTES))
     check_in("kv_dtype", kv_dtype, tuple(DTYPE_BYTES))
     table = _read_table("models.csv")
-    if name not in table:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(map(repr, table))}")
+    if not isinstance(name, str) or name not in table:
+        raise ValueError(f"unknown model name {_show(name)}; known: {', '.join(map(repr, table))}")
     row = table[name]
     return ModelSpec(
         name=row["name"],
@@ -248,7 +292,11 @@ def load_model(name: str, dtype: str = "bf16", *, kv_dtype: str = "bf16") -> Mod
 
 
 def _check_tokens(tokens_in: object, tokens_out: object) -> tuple[int, int]:
-    return check_int("tokens_in", tokens_in, minimum=0), check_int("tokens_out", tokens_out, minimum=0)
+    """The batch's prompt tokens in all (at most 10**15) and its longest output (at most 10**9)."""
+    return (
+        check_int("tokens_in", tokens_in, minimum=0, maximum=MAX_BATCH_TOKENS),
+        check_int("tokens_out", tokens_out, minimum=0, maximum=MAX_TOKENS),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,8 +323,9 @@ class RooflineServiceTime:
     over steps is done in closed form. Attention FLOPs and communication are left out;
     ``tensor_parallel`` GPUs are assumed to split weights, bandwidth and FLOP/s perfectly.
 
-    The efficiencies (fractions of the datasheet peaks that kernels reach) default to 1, the ideal
-    bound; measured curves (``TabulatedServiceTime``) are the way to the real thing.
+    The efficiencies (fractions of the datasheet peaks that kernels reach, in [1e-6, 1]) default to
+    1, the ideal bound; measured curves (``TabulatedServiceTime``) are the way to the real thing.
+    ``overhead_s`` is at most ``MAX_COEFFICIENT_S``; ``tensor_parallel`` at most 4096.
     """
 
     hardware: Hardware
@@ -288,17 +337,16 @@ class RooflineServiceTime:
 
     def __post_init__(self) -> None:
         if not isinstance(self.hardware, Hardware):
-            raise TypeError(f"hardware must be a Hardware, got {type(self.hardware).__name__}")
+            raise TypeError(f"hardware must be a Hardware, got {_kind(self.hardware)}")
         if not isinstance(self.model, ModelSpec):
-            raise TypeError(f"model must be a ModelSpec, got {type(self.model).__name__}")
-        object.__setattr__(self, "overhead_s", check_non_negative("overhead_s", self.overhead_s))
+            raise TypeError(f"model must be a ModelSpec, got {_kind(self.model)}")
+        object.__setattr__(self, "overhead_s", _seconds("overhead_s", self.overhead_s))
         for field in ("compute_efficiency", "bandwidth_efficiency"):
-            value = check_positive(field, getattr(self, field))
-            if value > 1:
-                raise ValueError(f"{field} must lie in (0, 1], got {value!r}")
-            object.__setattr__(self, field, value)
+            object.__setattr__(self, field, check_range(field, getattr(self, field), 1e-6, 1.0))
         object.__setattr__(
-            self, "tensor_parallel", check_int("tensor_parallel", self.tensor_parallel, minimum=1)
+            self,
+            "tensor_parallel",
+            check_int("tensor_parallel", self.tensor_parallel, minimum=1, maximum=4096),
         )
         if self.model.weight_bytes >= self.memory_bytes:
             raise ValueError(
@@ -340,7 +388,7 @@ class RooflineServiceTime:
         ``(W + k c B) / BW = 2 P B / F`` gives ``B = (W / BW) / (2 P / F - k c / BW)``; ``inf`` when
         the KV traffic alone outgrows the compute per request (decode never turns compute-bound).
         """
-        c = check_non_negative("context_tokens_per_request", context_tokens_per_request)
+        c = check_range("context_tokens_per_request", context_tokens_per_request, 0.0, MAX_TOKENS)
         per_request = 2.0 * self.model.parameters / self.flops_per_s - (
             self.model.kv_bytes_per_token * c / self.bandwidth_bytes_per_s
         )
@@ -350,7 +398,7 @@ class RooflineServiceTime:
 
     def prefill_s(self, tokens_in: int) -> float:
         """Seconds to prefill ``tokens_in`` prompt tokens (one forward pass), overhead included."""
-        tokens_in = check_int("tokens_in", tokens_in, minimum=0)
+        tokens_in = check_int("tokens_in", tokens_in, minimum=0, maximum=MAX_BATCH_TOKENS)
         compute = 2.0 * self.model.parameters * tokens_in / self.flops_per_s
         memory = self.model.weight_bytes / self.bandwidth_bytes_per_s
         return max(compute, memory) + self.overhead_s
@@ -359,10 +407,10 @@ class RooflineServiceTime:
         """Seconds of one decode step of ``batch_size`` requests holding ``context_tokens`` in all.
 
         ``context_tokens`` is the KV cache the step reads: the sum over the batch of each
-        request's prompt plus the tokens generated so far.
+        request's prompt plus the tokens generated so far (at most 2 x 10**15).
         """
-        batch_size = check_int("batch_size", batch_size, minimum=1)
-        context_tokens = check_non_negative("context_tokens", context_tokens)
+        batch_size = _batch_size(batch_size)
+        context_tokens = check_range("context_tokens", context_tokens, 0.0, 2.0 * MAX_BATCH_TOKENS)
         memory = (
             self.model.weight_bytes + self.model.kv_bytes_per_token * context_tokens
         ) / self.bandwidth_bytes_per_s
@@ -372,7 +420,7 @@ class RooflineServiceTime:
     def batch_time_s(
         self, batch_size: int, tokens_in: int, tokens_out: int, rng: np.random.Generator | None = None
     ) -> float:
-        batch_size = check_int("batch_size", batch_size, minimum=1)
+        batch_size = _batch_size(batch_size)
         tokens_in, tokens_out = _check_tokens(tokens_in, tokens_out)
         total = self.prefill_s(tokens_in)
         steps = tokens_out
@@ -414,6 +462,9 @@ class TabulatedServiceTime:
     counts are ignored. ``per_decode_step=True``: the table is one decode step's time and a batch
     takes ``table(B) x tokens_out + prefill_s_per_token x tokens_in``.
 
+    Bounds: batch sizes in [1, ``MAX_BATCH_SIZE``], times in (0, ``MAX_COEFFICIENT_S``] seconds,
+    ``prefill_s_per_token`` in [0, ``MAX_COEFFICIENT_S``].
+
     >>> TabulatedServiceTime((1, 8), (0.010, 0.024)).batch_time_s(4, 0, 0, None)
     0.016
     """
@@ -424,8 +475,8 @@ class TabulatedServiceTime:
     prefill_s_per_token: float = 0.0
 
     def __post_init__(self) -> None:
-        sizes = np.asarray(self.batch_sizes, dtype=float).ravel()
-        times = np.asarray(self.seconds_per_batch, dtype=float).ravel()
+        sizes = np.asarray(check_numbers("batch_sizes", self.batch_sizes), dtype=float)
+        times = np.asarray(check_numbers("seconds_per_batch", self.seconds_per_batch), dtype=float)
         if sizes.size == 0:
             raise ValueError("batch_sizes must hold at least one batch size, got none")
         if sizes.size != times.size:
@@ -434,33 +485,46 @@ class TabulatedServiceTime:
                 f"{times.size}"
             )
         if not np.all(np.isfinite(sizes)):
-            raise ValueError(f"batch_sizes must be finite numbers, got {sizes.tolist()}")
+            raise ValueError(f"batch_sizes must be finite numbers, got {_show(sizes.tolist())}")
         if not np.all(np.isfinite(times)):
-            raise ValueError(f"seconds_per_batch must be finite numbers (no NaN), got {times.tolist()}")
-        if sizes[0] < 1:
-            raise ValueError(f"batch_sizes must be >= 1, got {sizes.tolist()}")
+            raise ValueError(
+                f"seconds_per_batch must be finite numbers (no NaN), got {_show(times.tolist())}"
+            )
+        if sizes[0] < 1 or sizes.max() > MAX_BATCH_SIZE:
+            raise ValueError(
+                f"batch_sizes must be >= 1 and <= {MAX_BATCH_SIZE:,}, got {_show(sizes.tolist())}"
+            )
         if np.any(np.diff(sizes) <= 0):
-            raise ValueError(f"batch_sizes must increase strictly, got {sizes.tolist()}")
-        if np.any(times <= 0):
-            raise ValueError(f"seconds_per_batch must be > 0, got {times.tolist()}")
+            raise ValueError(f"batch_sizes must increase strictly, got {_show(sizes.tolist())}")
+        if np.any(times <= 0) or times.max() > MAX_COEFFICIENT_S:
+            raise ValueError(
+                f"seconds_per_batch must be > 0 and <= {MAX_COEFFICIENT_S:g} s, got {_show(times.tolist())}"
+            )
         if np.any(np.diff(times) < 0):
             raise ValueError(
-                f"seconds_per_batch must not decrease as the batch grows, got {times.tolist()} "
-                f"at batch sizes {sizes.tolist()}"
+                f"seconds_per_batch must not decrease as the batch grows, got {_show(times.tolist())} "
+                f"at batch sizes {_show(sizes.tolist())}"
             )
         object.__setattr__(self, "batch_sizes", tuple(sizes.tolist()))
         object.__setattr__(self, "seconds_per_batch", tuple(times.tolist()))
         if not isinstance(self.per_decode_step, bool):
-            raise TypeError(f"per_decode_step must be a bool, got {self.per_decode_step!r}")
+            raise TypeError(f"per_decode_step must be a bool, got {_kind(self.per_decode_step)}")
         object.__setattr__(
-            self, "prefill_s_per_token", check_non_negative("prefill_s_per_token", self.prefill_s_per_token)
+            self, "prefill_s_per_token", _seconds("prefill_s_per_token", self.prefill_s_per_token)
         )
 
     def table_s(self, batch_size: float | np.ndarray) -> float | np.ndarray:
-        """The interpolated table at ``batch_size`` (scalar or array, each >= 1)."""
-        b = np.asarray(batch_size, dtype=float)
-        if not np.all(np.isfinite(b)) or np.any(b < 1):
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        """The interpolated table at ``batch_size`` (scalar or array, each in [1, ``MAX_BATCH_SIZE``])."""
+        if isinstance(batch_size, bool | str | bytes) or batch_size is None:
+            raise TypeError(f"batch_size must be a number or an array of numbers, got {_kind(batch_size)}")
+        try:
+            b = np.asarray(batch_size, dtype=float)
+        except (TypeError, ValueError, OverflowError):
+            raise TypeError(
+                f"batch_size must be a number or an array of numbers, got {_kind(batch_size)}"
+            ) from None
+        if not np.all(np.isfinite(b)) or np.any(b < 1) or np.any(b > MAX_BATCH_SIZE):
+            raise ValueError(f"batch_size must lie in [1, {MAX_BATCH_SIZE:,}], got {_show(batch_size)}")
         xs = np.asarray(self.batch_sizes)
         ys = np.asarray(self.seconds_per_batch)
         out = np.interp(b, xs, ys)  # flat outside the table
@@ -472,7 +536,7 @@ class TabulatedServiceTime:
     def batch_time_s(
         self, batch_size: int, tokens_in: int, tokens_out: int, rng: np.random.Generator | None = None
     ) -> float:
-        batch_size = check_int("batch_size", batch_size, minimum=1)
+        batch_size = _batch_size(batch_size)
         tokens_in, tokens_out = _check_tokens(tokens_in, tokens_out)
         per = float(self.table_s(batch_size))
         if not self.per_decode_step:

@@ -18,22 +18,46 @@ inference traces 2023 (columns ``TIMESTAMP``, ``ContextTokens``, ``GeneratedToke
 release: the conversation trace has 19 366 requests over 3 502 s (5.53 req/s, inter-arrival CV
 1.09, busiest whole minute 1.52x the mean minute); the code trace 8 819 requests over 3 436 s
 (2.57 req/s, inter-arrival CV 13.2, busiest whole minute 4.18x).
+
+Bounds, each refused with the file, the column and the first bad row: token counts and priorities
+at most 10**9 and 10**6 (``MAX_TOKENS``, ``MAX_PRIORITY``; they fit an int64), offsets at most
+``MAX_TRACE_S`` = 1e12 s, ``speedup`` in [1e-6, 1e6]. A CSV file must be UTF-8 text with a header
+row and no row longer than the header.
 """
 
 from __future__ import annotations
 
+import codecs
 import math
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
 
-from ._validate import check_finite, check_in, check_int, check_positive
+from ._validate import (
+    MAX_PRIORITY,
+    MAX_SEED,
+    MAX_TOKENS,
+    _kind,
+    _show,
+    check_in,
+    check_int,
+    check_numbers,
+    check_positive,
+    check_range,
+)
 from .rng import stream
 from .schema import ARRIVAL_COLUMNS
 
-__all__ = ["TRACE_PRESETS", "load_trace", "interarrival_cv", "arrival_stats"]
+__all__ = ["TRACE_PRESETS", "MAX_TRACE_S", "load_trace", "interarrival_cv", "arrival_stats"]
+
+#: The latest offset a trace may hold, in seconds (about 31 700 years).
+MAX_TRACE_S = 1e12
+#: The most bins ``arrival_stats`` counts.
+MAX_BINS = 10**7
 
 #: Column names of known public traces, for ``load_trace(..., preset=name)``.
 TRACE_PRESETS: dict[str, dict[str, str]] = {
@@ -58,61 +82,146 @@ def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
-def _times_s(column: pd.Series, name: str, unit: str) -> tuple[np.ndarray, bool]:
+def _is_numeric(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    """A numeric column as float64, missing values (``NaN``, ``pd.NA``) as ``NaN``."""
+    return column.to_numpy(dtype=float, na_value=np.nan)
+
+
+def _times_s(column: pd.Series, name: str, unit: str, where: str) -> tuple[np.ndarray, bool]:
     """The time column as float seconds (offsets kept, timestamps made relative to the first row),
     and whether it held timestamps."""
-    numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+    numeric = _is_numeric(column)
     if unit == "auto":
         unit = "s" if numeric else "timestamp"
     if unit == "timestamp":
         if column.isna().any():
             row = _first_bad(column.isna().to_numpy())
-            raise ValueError(f"time column {name!r} has missing values (first at row {row})")
+            raise ValueError(f"{where}: time column {name!r} has missing values (first at row {row})")
         try:
             stamps = pd.to_datetime(column, format="ISO8601")
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"time column {name!r} holds values that are not timestamps: {exc}") from exc
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ValueError(
+                f"{where}: time column {name!r} holds values that are not timestamps: {_show(str(exc))}"
+            ) from None
         if getattr(stamps.dt, "tz", None) is not None:
             stamps = stamps.dt.tz_convert("UTC")
         return (stamps - stamps.iloc[0]).dt.total_seconds().to_numpy(dtype=float), True
     if not numeric:
         raise ValueError(
-            f"time column {name!r} must be numeric for time_unit={unit!r}, got dtype {column.dtype}"
+            f"{where}: time column {name!r} must be numeric for time_unit={unit!r}, got dtype {column.dtype}"
         )
-    seconds = column.to_numpy(dtype=float)
+    seconds = _floats(column)
     if np.isnan(seconds).any():
         raise ValueError(
-            f"time column {name!r} has NaN values (first at row {_first_bad(np.isnan(seconds))})"
+            f"{where}: time column {name!r} has NaN values (first at row {_first_bad(np.isnan(seconds))})"
         )
-    if not np.isfinite(seconds).all():
-        raise ValueError(f"time column {name!r} has infinite values")
     if unit == "ms":
         seconds = seconds / 1000.0
     if (seconds < 0).any():
         row = _first_bad(seconds < 0)
         raise ValueError(
-            f"time column {name!r} has negative times (first at row {row}: {float(seconds[row])!r} s)"
+            f"{where}: time column {name!r} has negative times "
+            f"(first at row {row}: {float(seconds[row])!r} s)"
+        )
+    if not (seconds <= MAX_TRACE_S).all():
+        row = _first_bad(~(seconds <= MAX_TRACE_S))
+        raise ValueError(
+            f"{where}: time column {name!r} must hold offsets <= {MAX_TRACE_S:g} s "
+            f"(row {row}: {float(seconds[row])!r} s)"
         )
     return seconds, False
 
 
-def _tokens(column: pd.Series, name: str) -> np.ndarray:
-    if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
-        raise ValueError(f"token column {name!r} must be numeric, got dtype {column.dtype}")
-    values = column.to_numpy(dtype=float)
+def _counts(column: pd.Series, name: str, what: str, maximum: int, where: str) -> np.ndarray:
+    """A column of whole numbers in [0, ``maximum``] as int64 (token counts or priorities)."""
+    if column.dtype == object:  # pandas keeps integers beyond uint64 as Python ints
+        converted = pd.to_numeric(column, errors="coerce")
+        bad = (converted.isna() & column.notna()).to_numpy() | column.map(type).eq(bool).to_numpy()
+        if not bad.any():
+            column = converted
+    if not _is_numeric(column):
+        raise ValueError(f"{where}: {what} column {name!r} must be numeric, got dtype {column.dtype}")
+    values = _floats(column)
     if np.isnan(values).any():
         raise ValueError(
-            f"token column {name!r} has NaN values (first at row {_first_bad(np.isnan(values))})"
+            f"{where}: {what} column {name!r} has NaN values (first at row {_first_bad(np.isnan(values))})"
         )
     if (values < 0).any():
         row = _first_bad(values < 0)
         raise ValueError(
-            f"token column {name!r} has negative counts (first at row {row}: {float(values[row])!r})"
+            f"{where}: {what} column {name!r} has negative {'counts' if what == 'token' else 'values'} "
+            f"(first at row {row}: {float(values[row])!r})"
         )
-    if not np.isfinite(values).all() or (values != np.round(values)).any():
-        row = _first_bad(~np.isfinite(values) | (values != np.round(values)))
-        raise ValueError(f"token column {name!r} must hold whole numbers (row {row}: {float(values[row])!r})")
+    if not (values <= maximum).all():
+        row = _first_bad(~(values <= maximum))
+        raise ValueError(
+            f"{where}: {what} column {name!r} must hold values <= {maximum:,} "
+            f"(row {row}: {float(values[row])!r})"
+        )
+    if (values != np.round(values)).any():
+        row = _first_bad(values != np.round(values))
+        raise ValueError(
+            f"{where}: {what} column {name!r} must hold whole numbers (row {row}: {float(values[row])!r})"
+        )
     return values.astype(np.int64)
+
+
+def _column_name(name: str, value: object) -> None:
+    """A column label: a string or an integer."""
+    if isinstance(value, bool) or not isinstance(value, str | Integral):
+        raise TypeError(f"{name} must be a column name (a string), got {_kind(value)}")
+
+
+def _read_csv(source: str | os.PathLike[str]) -> tuple[pd.DataFrame, str]:
+    """A UTF-8 CSV file with a header row; every refusal names the file."""
+    try:
+        label = os.fspath(source)
+        if isinstance(label, bytes):
+            label = os.fsdecode(label)
+        exists, is_file = os.path.exists(label), os.path.isfile(label)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"source {_show(source)} is not a usable path: {_show(str(exc))}") from None
+    shown = _show(label)
+    if not exists:
+        raise FileNotFoundError(f"trace file {shown} does not exist")
+    if not is_file:
+        raise ValueError(f"trace file {shown} is not a file (a directory?)")
+    with open(label, "rb") as stream:
+        head = stream.read(1 << 16)
+    if b"\x00" in head:
+        raise ValueError(f"trace file {shown} is binary (it holds NUL bytes), not CSV text")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"trace file {shown} is not UTF-8 text (byte {head[exc.start]:#04x} at offset {exc.start}): "
+            "text in another encoding such as Latin-1, or a binary file; save it as UTF-8"
+        ) from None
+    if os.path.getsize(label) == 0:
+        raise ValueError(
+            f"trace file {shown} is empty: a CSV file needs a header row and one row per request"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(label, encoding="utf-8", index_col=False, on_bad_lines="error")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"trace file {shown} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start}): a binary file, or text in another encoding such as Latin-1; save it as UTF-8"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"trace file {shown} holds no header row (only blank lines)") from None
+    except pd.errors.ParserWarning:
+        raise ValueError(f"trace file {shown} has a row with more fields than its header row") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        message = " ".join(str(exc).split())[:200]
+        raise ValueError(f"trace file {shown} is not a readable CSV table: {message}") from None
+    return frame, label
 
 
 def load_trace(
@@ -148,18 +257,32 @@ def load_trace(
     missing from it is an error), else ``priority``. ``difficulty_column`` gives difficulties in
     [0, 1]; without it they are drawn uniformly from the stream ``"trace.difficulty"`` of ``seed``.
 
-    Checks, each raising ``ValueError`` that names the column and the first bad row: missing
-    columns, missing/NaN values, negative times, times out of order (``sort=True`` sorts them
-    instead, stably), negative or fractional token counts.
+    Checks, each raising ``ValueError`` that names the file (or "DataFrame"), the column and the
+    first bad row: missing columns, missing/NaN values, negative times or offsets above
+    ``MAX_TRACE_S``, times out of order (``sort=True`` sorts them instead, stably), negative,
+    fractional or too large token counts (at most ``MAX_TOKENS`` = 10**9) and priorities (at most
+    ``MAX_PRIORITY`` = 10**6). A file that is empty, not UTF-8 or not a CSV table is refused by name.
 
     ``window_s=(start, end)``: keep ``start <= t < end`` (seconds on the trace's clock, before the
-    speed-up), then shift ``start`` to 0. ``speedup``: divide all times by it.
+    speed-up), then shift ``start`` to 0. ``speedup`` in [1e-6, 1e6]: divide all times by it.
 
     ``frame.attrs``: ``source``, ``duration_s`` (the window's length, or the last arrival's time,
     over ``speedup``) and ``speedup``.
     """
     if preset is not None:
         check_in("preset", preset, tuple(TRACE_PRESETS))
+    for name, value in (
+        ("time_column", time_column),
+        ("tokens_in_column", tokens_in_column),
+        ("tokens_out_column", tokens_out_column),
+        ("class_column", class_column),
+        ("priority_column", priority_column),
+        ("difficulty_column", difficulty_column),
+    ):
+        if value is not None:
+            _column_name(name, value)
+    if time_unit is not None:
+        check_in("time_unit", time_unit, _TIME_UNITS)
     given = {
         "time_column": time_column,
         "tokens_in_column": tokens_in_column,
@@ -169,67 +292,100 @@ def load_trace(
     base = TRACE_PRESETS[preset] if preset is not None else _DEFAULTS
     cfg = {k: (v if v is not None else base.get(k, _DEFAULTS[k])) for k, v in given.items()}
     check_in("time_unit", cfg["time_unit"], _TIME_UNITS)
-    speedup = check_positive("speedup", speedup)
-    seed = check_int("seed", seed, minimum=0)
-    priority = check_int("priority", priority, minimum=0)
+    speedup = check_range("speedup", speedup, 1e-6, 1e6)
+    seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
+    priority = check_int("priority", priority, minimum=0, maximum=MAX_PRIORITY)
     if not isinstance(sort, bool):
-        raise TypeError(f"sort must be a bool, got {sort!r}")
+        raise TypeError(f"sort must be a bool, got {_kind(sort)}")
+    if class_column is None and (not isinstance(class_name, str) or not class_name):
+        raise ValueError(f"class_name must be a non-empty string, got {_kind(class_name)}")
+    if class_priorities is not None:
+        if not isinstance(class_priorities, Mapping):
+            raise TypeError(
+                f"class_priorities must map class names to priorities, got {_kind(class_priorities)}"
+            )
+        for k, v in class_priorities.items():
+            check_int(f"class_priorities[{_show(k)}]", v, minimum=0, maximum=MAX_PRIORITY)
+    window = None
+    if window_s is not None:
+        window = check_numbers("window_s", window_s, size=2)
+        start, end = window
+        if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
+            raise ValueError(
+                f"window_s must be (start, end) with 0 <= start < end, finite, got {_show(window_s)}"
+            )
 
     if isinstance(source, pd.DataFrame):
         frame, label = source, "DataFrame"
-    elif isinstance(source, str | os.PathLike):
-        frame, label = pd.read_csv(source), os.fspath(source)
+    elif isinstance(source, str | bytes | os.PathLike):
+        frame, label = _read_csv(source)
     else:
-        raise TypeError(f"source must be a CSV path or a DataFrame, got {type(source).__name__}")
+        raise TypeError(f"source must be a CSV path or a DataFrame, got {_kind(source)}")
+    where = f"trace {_show(label)}" if label != "DataFrame" else "trace DataFrame"
 
-    needed = [cfg["time_column"], cfg["tokens_in_column"], cfg["tokens_out_column"]]
-    needed += [c for c in (class_column, priority_column, difficulty_column) if c is not None]
-    missing = [c for c in needed if c not in frame.columns]
+    columns = {k: cfg[k] for k in ("time_column", "tokens_in_column", "tokens_out_column")}
+    columns.update(
+        class_column=class_column, priority_column=priority_column, difficulty_column=difficulty_column
+    )
+    needed = [c for c in columns.values() if c is not None]
+    missing = {k: c for k, c in columns.items() if c is not None and c not in frame.columns}
     if missing:
+        asked = ", ".join(f"{k}={_show(c)}" for k, c in missing.items())
         raise ValueError(
-            f"trace {label} lacks the columns {missing}; it has {list(frame.columns)} "
-            f"(set time_column=, tokens_in_column=, tokens_out_column= or a preset)"
+            f"{where} lacks the columns {_show(list(missing.values()))} ({asked}); "
+            f"it has {_show(list(frame.columns))} "
+            "(set time_column=, tokens_in_column=, tokens_out_column= or a preset)"
         )
+    repeated = [c for c in needed if not isinstance(frame[c], pd.Series)]
+    if repeated:
+        raise ValueError(f"{where} has more than one column named {_show(repeated[0])}")
     if len(frame) == 0:
-        raise ValueError(f"trace {label} has no rows")
+        raise ValueError(f"{where} has no rows")
 
-    t, from_timestamps = _times_s(frame[cfg["time_column"]], cfg["time_column"], cfg["time_unit"])
-    tokens_in = _tokens(frame[cfg["tokens_in_column"]], cfg["tokens_in_column"])
-    tokens_out = _tokens(frame[cfg["tokens_out_column"]], cfg["tokens_out_column"])
+    time_column = cfg["time_column"]
+    t, from_timestamps = _times_s(frame[time_column], time_column, cfg["time_unit"], where)
+    tokens_in = _counts(frame[cfg["tokens_in_column"]], cfg["tokens_in_column"], "token", MAX_TOKENS, where)
+    tokens_out = _counts(
+        frame[cfg["tokens_out_column"]], cfg["tokens_out_column"], "token", MAX_TOKENS, where
+    )
 
     n = t.size
     if class_column is not None:
         classes = frame[class_column]
         if classes.isna().any():
             row = _first_bad(classes.isna().to_numpy())
-            raise ValueError(f"class column {class_column!r} has missing values (first at row {row})")
+            raise ValueError(
+                f"{where}: class column {class_column!r} has missing values (first at row {row})"
+            )
         names = classes.astype(str).to_numpy(dtype=object)
     else:
-        if not isinstance(class_name, str) or not class_name:
-            raise ValueError(f"class_name must be a non-empty string, got {class_name!r}")
         names = np.full(n, class_name, dtype=object)
 
     if priority_column is not None:
-        prio = _tokens(frame[priority_column], priority_column)
+        prio = _counts(frame[priority_column], priority_column, "priority", MAX_PRIORITY, where)
     elif class_priorities is not None:
         unknown = sorted(set(names) - set(class_priorities))
         if unknown:
             raise ValueError(
-                f"class_priorities lacks the classes {unknown}; it has {sorted(class_priorities)}"
+                f"class_priorities lacks the classes {_show(unknown)}; "
+                f"it has {_show(sorted(map(str, class_priorities)))}"
             )
-        for k, v in class_priorities.items():
-            check_int(f"class_priorities[{k!r}]", v, minimum=0)
         prio = np.array([class_priorities[c] for c in names], dtype=np.int64)
     else:
         prio = np.full(n, priority, dtype=np.int64)
 
     if difficulty_column is not None:
-        difficulty = frame[difficulty_column].to_numpy(dtype=float)
+        column = frame[difficulty_column]
+        if not _is_numeric(column):
+            raise ValueError(
+                f"{where}: difficulty column {difficulty_column!r} must be numeric, got dtype {column.dtype}"
+            )
+        difficulty = _floats(column)
         bad = ~((difficulty >= 0) & (difficulty <= 1))
         if bad.any():
             row = _first_bad(bad)
             raise ValueError(
-                f"difficulty column {difficulty_column!r} must lie in [0, 1] "
+                f"{where}: difficulty column {difficulty_column!r} must lie in [0, 1] "
                 f"(row {row}: {float(difficulty[row])!r})"
             )
     else:
@@ -241,20 +397,15 @@ def load_trace(
         if not sort:
             row = _first_bad(backwards) + 1
             raise ValueError(
-                f"time column {cfg['time_column']!r} is not sorted: row {row} ({float(t[row])!r} s) "
+                f"{where}: time column {time_column!r} is not sorted: row {row} ({float(t[row])!r} s) "
                 f"comes before row {row - 1} ({float(t[row - 1])!r} s); pass sort=True to sort the trace"
             )
         order = np.argsort(t, kind="stable")
         if from_timestamps:
             t = t - t[order[0]]  # relative to the earliest request, not the first row
 
-    if window_s is not None:
-        if len(window_s) != 2:
-            raise ValueError(f"window_s must be (start, end), got {window_s!r}")
-        start = check_finite("window_s start", window_s[0])
-        end = check_finite("window_s end", window_s[1])
-        if not 0 <= start < end:
-            raise ValueError(f"window_s must satisfy 0 <= start < end, got {window_s!r}")
+    if window is not None:
+        start, end = window
         order = order[(t[order] >= start) & (t[order] < end)]
         t = t - start
         duration = (end - start) / speedup
@@ -278,16 +429,21 @@ def load_trace(
 
 
 def _arrival_times(arrivals: pd.DataFrame | np.ndarray | Sequence[float]) -> np.ndarray:
+    """Sorted, finite arrival times from a table's ``t_s`` or a list or 1-d array of numbers."""
     if isinstance(arrivals, pd.DataFrame):
         if "t_s" not in arrivals.columns:
-            raise ValueError(f"arrivals lacks the column 't_s'; it has {list(arrivals.columns)}")
-        t = arrivals["t_s"].to_numpy(dtype=float)
+            raise ValueError(f"arrivals lacks the column 't_s'; it has {_show(list(arrivals.columns))}")
+        column = arrivals["t_s"]
+        if not isinstance(column, pd.Series) or not _is_numeric(column):
+            raise ValueError("arrivals' column 't_s' must be one numeric column")
+        t = _floats(column)
     else:
-        t = np.asarray(arrivals, dtype=float).ravel()
-    if np.isnan(t).any():
-        raise ValueError("arrival times must not be NaN")
+        t = np.asarray(check_numbers("arrivals", arrivals, max_size=10**9), dtype=float)
+    if not np.isfinite(t).all():
+        row = _first_bad(~np.isfinite(t))
+        raise ValueError(f"arrivals' times must be finite numbers (row {row}: {float(t[row])!r})")
     if (np.diff(t) < 0).any():
-        raise ValueError("arrival times must be sorted")
+        raise ValueError("arrivals' times must be sorted")
     return t
 
 
@@ -295,7 +451,7 @@ def interarrival_cv(arrivals: pd.DataFrame | np.ndarray | Sequence[float]) -> fl
     """Coefficient of variation (std / mean, ``ddof=1``) of the gaps between arrivals.
 
     ``arrivals``: an arrivals table (its ``t_s``) or sorted times. Poisson arrivals give about 1.
-    ``NaN`` with fewer than three arrivals.
+    ``NaN`` with fewer than three arrivals. Times must be finite and sorted.
     """
     gaps = np.diff(_arrival_times(arrivals))
     if gaps.size < 2 or gaps.mean() == 0:
@@ -308,7 +464,8 @@ def arrival_stats(arrivals: pd.DataFrame | np.ndarray | Sequence[float], *, bin_
 
     ``duration_s`` is ``arrivals.attrs["duration_s"]`` when a table carries it, else the time of
     the last arrival. ``peak_bin_to_mean``: the busiest ``bin_s``-second bin's count over the mean
-    count per bin (bins from 0, the last partial bin left out unless it is the only one).
+    count per bin (bins from 0, the last partial bin left out unless it is the only one). Times lie
+    in [0, ``MAX_TRACE_S``]; at most ``MAX_BINS`` = 10**7 bins.
     """
     bin_s = check_positive("bin_s", bin_s)
     t = _arrival_times(arrivals)
@@ -317,6 +474,14 @@ def arrival_stats(arrivals: pd.DataFrame | np.ndarray | Sequence[float], *, bin_
         duration = arrivals.attrs.get("duration_s")
     if duration is None:
         duration = float(t[-1]) if t.size else 0.0
+    duration = check_range("arrivals.attrs['duration_s']", duration, 0.0, MAX_TRACE_S, unit=" s")
+    if t.size and (t[0] < 0 or t[-1] > MAX_TRACE_S):
+        raise ValueError(f"arrivals' times must lie in [0, {MAX_TRACE_S:g}] s, got {t[0]!r} .. {t[-1]!r}")
+    if duration / bin_s > MAX_BINS:
+        raise ValueError(
+            f"bin_s={_show(bin_s)} cuts {duration:g} s into more than {MAX_BINS:,} bins; "
+            "choose a larger bin_s"
+        )
     n_bins = max(1, int(duration // bin_s))
     counts = np.bincount(np.minimum((t // bin_s).astype(np.int64), n_bins), minlength=n_bins + 1)[:n_bins]
     mean_count = counts.mean() if counts.size else math.nan

@@ -32,13 +32,27 @@ changes another's.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from ._validate import check_finite, check_in, check_int, check_non_negative, check_positive
+from ._validate import (
+    MAX_PRIORITY,
+    MAX_SEED,
+    MAX_TOKENS,
+    _kind,
+    _show,
+    check_finite,
+    check_in,
+    check_int,
+    check_items,
+    check_numbers,
+    check_positive,
+    check_range,
+)
 from .rng import stream
 from .schema import ARRIVAL_COLUMNS
 
@@ -46,6 +60,14 @@ __all__ = [
     "SECONDS_PER_HOUR",
     "SECONDS_PER_DAY",
     "SECONDS_PER_WEEK",
+    "MAX_TOKENS",
+    "MAX_PRIORITY",
+    "MAX_SIGMA",
+    "MAX_CLOCK_S",
+    "MAX_RATE_PER_S",
+    "MAX_BURST_MULTIPLIER",
+    "MAX_EXPECTED_ARRIVALS",
+    "INTERARRIVAL_CV_RANGE",
     "TokenDistribution",
     "Difficulty",
     "TrafficClass",
@@ -64,6 +86,18 @@ SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY
 
 #: Tolerance on the sum of the class shares.
 SHARE_TOLERANCE = 1e-6
+#: The largest log-sd of a token distribution (a 99th percentile 10^10 times the median).
+MAX_SIGMA = 10.0
+#: The workload clock ends here: burst ends and the end of a generated window (about 31.7 years).
+MAX_CLOCK_S = 1e9
+#: The highest arrival rate a workload may reach at its peak (bursts included).
+MAX_RATE_PER_S = 1e9
+#: The largest burst multiplier.
+MAX_BURST_MULTIPLIER = 1e4
+#: The most arrivals ``generate_arrivals`` may expect in one window (a table of about 6 GB).
+MAX_EXPECTED_ARRIVALS = 10**8
+#: The allowed inter-arrival coefficients of variation.
+INTERARRIVAL_CV_RANGE = (0.01, 100.0)
 # Pieces of the window are cut at every half hour (the knots of DiurnalHourly and the hour marks),
 # at midnights and at burst edges; within a piece the weekly and burst factors are constant.
 _PIECE_S = 1800.0
@@ -75,6 +109,13 @@ _CHUNK_CANDIDATES = 1 << 20
 _SOLVE_TOL_H = 1e-10
 
 
+def _exp_g(log_value: float) -> str:
+    """``exp(log_value)`` written with ``:g``, even beyond the largest float."""
+    if log_value < 700:
+        return f"{math.exp(log_value):g}"
+    return f"1e{log_value / math.log(10):.0f}"
+
+
 # --------------------------------------------------------------------------------------------------
 # Request sizes and difficulty
 # --------------------------------------------------------------------------------------------------
@@ -84,8 +125,10 @@ _SOLVE_TOL_H = 1e-10
 class TokenDistribution:
     """Token counts from a lognormal: ``round(median x exp(sigma x Z))``, at least 1, at most ``maximum``.
 
-    ``sigma`` is the standard deviation of the log (0 gives the median every time). Values above
-    ``maximum`` are set to ``maximum``, as a ``max_tokens`` limit does. Draws are monotone in the
+    ``sigma`` is the standard deviation of the log (0 gives the median every time), at most
+    ``MAX_SIGMA`` = 10. Values above ``maximum`` are set to ``maximum``, as a ``max_tokens`` limit
+    does; ``median`` and ``maximum`` are at most ``MAX_TOKENS`` = 10**9, the cap when ``maximum`` is
+    ``None``, so every count fits an int64. Draws are monotone in the
     underlying normal ``Z``, so with the same seed a larger median gives every request at least as
     many tokens (common random numbers across designs).
 
@@ -99,10 +142,12 @@ class TokenDistribution:
     maximum: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "median", check_positive("median", self.median))
-        object.__setattr__(self, "sigma", check_non_negative("sigma", self.sigma))
+        median = check_range("median", self.median, 0.0, MAX_TOKENS, open_low=True, unit=" tokens")
+        object.__setattr__(self, "median", median)
+        object.__setattr__(self, "sigma", check_range("sigma", self.sigma, 0.0, MAX_SIGMA))
         if self.maximum is not None:
-            object.__setattr__(self, "maximum", check_int("maximum", self.maximum, minimum=1))
+            maximum = check_int("maximum", self.maximum, minimum=1, maximum=MAX_TOKENS)
+            object.__setattr__(self, "maximum", maximum)
 
     @property
     def mean_tokens(self) -> float:
@@ -110,10 +155,10 @@ class TokenDistribution:
         return self.median * math.exp(self.sigma**2 / 2)
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """``size`` draws as an int64 array."""
+        """``size`` draws as an int64 array, each in [1, ``maximum``] (``MAX_TOKENS`` without one)."""
         z = rng.standard_normal(size)
-        x = self.median * np.exp(self.sigma * z)
-        upper = float(self.maximum) if self.maximum is not None else 2.0**62
+        x = self.median * np.exp(self.sigma * z)  # at most 1e9 x exp(10 x 40): finite
+        upper = float(self.maximum) if self.maximum is not None else float(MAX_TOKENS)
         return np.clip(np.rint(x), 1.0, upper).astype(np.int64)
 
 
@@ -149,7 +194,8 @@ DEFAULT_TOKENS_OUT = TokenDistribution(median=129, sigma=0.86, maximum=1000)
 
 @dataclass(frozen=True)
 class TrafficClass:
-    """A kind of request: its share of arrivals, its priority (0 = most important) and its sizes."""
+    """A kind of request: its share of arrivals, its priority (0 = most important, at most
+    ``MAX_PRIORITY`` = 10**6) and its sizes."""
 
     name: str
     share: float
@@ -160,12 +206,13 @@ class TrafficClass:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"TrafficClass name must be a non-empty string, got {self.name!r}")
+            raise ValueError(f"TrafficClass name must be a non-empty string, got {_kind(self.name)}")
         share = check_finite("share", self.share)
         if not 0 < share <= 1:
-            raise ValueError(f"share of class {self.name!r} must lie in (0, 1], got {self.share!r}")
+            raise ValueError(f"share of class {_show(self.name)} must lie in (0, 1], got {_show(self.share)}")
         object.__setattr__(self, "share", share)
-        object.__setattr__(self, "priority", check_int("priority", self.priority, minimum=0))
+        priority = check_int("priority", self.priority, minimum=0, maximum=MAX_PRIORITY)
+        object.__setattr__(self, "priority", priority)
         for name, kind in (
             ("tokens_in", TokenDistribution),
             ("tokens_out", TokenDistribution),
@@ -173,7 +220,7 @@ class TrafficClass:
         ):
             value = getattr(self, name)
             if not isinstance(value, kind):
-                raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+                raise TypeError(f"{name} must be a {kind.__name__}, got {_kind(value)}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,7 +259,7 @@ class DiurnalCosine:
         if not 1 <= ratio <= 2:
             raise ValueError(
                 f"peak_to_mean must lie in [1, 2] for a raised cosine (its trough is 2 - peak_to_mean), "
-                f"got {self.peak_to_mean!r}; use DiurnalHourly for a sharper day"
+                f"got {_show(self.peak_to_mean)}; use DiurnalHourly for a sharper day"
             )
         object.__setattr__(self, "peak_to_mean", ratio)
         object.__setattr__(self, "peak_hour", check_finite("peak_hour", self.peak_hour) % 24.0)
@@ -263,13 +310,12 @@ class DiurnalHourly:
     _seg_start: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        y = np.asarray(self.values, dtype=float).ravel()
-        if y.size != 24:
-            raise ValueError(f"values must hold 24 hourly levels, got {y.size}")
+        y = np.asarray(check_numbers("values", self.values, size=24))
         if not np.all(np.isfinite(y)) or np.any(y < 0):
-            raise ValueError(f"values must be finite and >= 0, got {y.tolist()}")
-        if y.sum() <= 0:
-            raise ValueError("values must not all be 0")
+            raise ValueError(f"values must be 24 finite levels >= 0, got {_show(self.values)}")
+        if y.max() <= 0:
+            raise ValueError(f"values must not all be 0, got {_show(self.values)}")
+        y = y / y.max()  # first to [0, 1], so that no sum overflows
         y = y * (24.0 / y.sum())
         d = np.roll(y, -1) - y  # d[j] = y[j+1] - y[j], periodic
         d_prev = np.roll(d, 1)
@@ -333,7 +379,8 @@ class DiurnalHourly:
 class Burst:
     """The rate times ``multiplier`` on ``[start_s, start_s + duration_s)`` of the workload clock.
 
-    Overlapping bursts multiply. ``multiplier`` 0 models an outage upstream (no arrivals).
+    Overlapping bursts multiply. ``multiplier`` 0 models an outage upstream (no arrivals); it is at
+    most ``MAX_BURST_MULTIPLIER`` = 10**4. The burst ends by ``MAX_CLOCK_S`` = 1e9 s (31.7 years).
     """
 
     start_s: float
@@ -341,9 +388,17 @@ class Burst:
     multiplier: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "start_s", check_non_negative("start_s", self.start_s))
-        object.__setattr__(self, "duration_s", check_positive("duration_s", self.duration_s))
-        object.__setattr__(self, "multiplier", check_non_negative("multiplier", self.multiplier))
+        start = check_range("start_s", self.start_s, 0.0, MAX_CLOCK_S, unit=" s")
+        duration = check_range("duration_s", self.duration_s, 0.0, MAX_CLOCK_S, open_low=True, unit=" s")
+        if start + duration > MAX_CLOCK_S:
+            raise ValueError(
+                f"start_s + duration_s must be <= {MAX_CLOCK_S:g} s (the end of the workload clock), "
+                f"got {start:g} + {duration:g}"
+            )
+        object.__setattr__(self, "start_s", start)
+        object.__setattr__(self, "duration_s", duration)
+        multiplier = check_range("multiplier", self.multiplier, 0.0, MAX_BURST_MULTIPLIER)
+        object.__setattr__(self, "multiplier", multiplier)
 
     @property
     def end_s(self) -> float:
@@ -369,6 +424,10 @@ class Workload:
       gaps and rare very long silences; at the same rate and CV its busiest minute is only ~2x the
       mean, so it is the milder of the two at the minute scale.
 
+    Bounds, so that every rate and count stays finite and every run bounded: ``interarrival_cv``
+    in [0.01, 100]; the peak rate (mean x the busiest weekday x the diurnal peak x every burst
+    multiplier above 1) at most ``MAX_RATE_PER_S`` = 1e9 requests per second.
+
     >>> w = Workload(daily_active_users=1e6, requests_per_user_per_day=20)
     >>> round(w.mean_rate_per_s, 1), round(w.peak_rate_per_s, 1)
     (231.5, 347.2)
@@ -384,23 +443,16 @@ class Workload:
     renewal: str = "gamma"
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "daily_active_users", check_positive("daily_active_users", self.daily_active_users)
-        )
-        object.__setattr__(
-            self,
-            "requests_per_user_per_day",
-            check_positive("requests_per_user_per_day", self.requests_per_user_per_day),
-        )
-        classes = (self.classes,) if isinstance(self.classes, TrafficClass) else tuple(self.classes)
+        users = check_positive("daily_active_users", self.daily_active_users)
+        per_user = check_positive("requests_per_user_per_day", self.requests_per_user_per_day)
+        object.__setattr__(self, "daily_active_users", users)
+        object.__setattr__(self, "requests_per_user_per_day", per_user)
+        classes = check_items("classes", self.classes, TrafficClass)
         if not classes:
             raise ValueError("classes must hold at least one TrafficClass, got none")
-        for c in classes:
-            if not isinstance(c, TrafficClass):
-                raise TypeError(f"classes must hold TrafficClass objects, got {type(c).__name__}")
         names = [c.name for c in classes]
         if len(set(names)) != len(names):
-            raise ValueError(f"class names must be unique, got {names}")
+            raise ValueError(f"class names must be unique, got {_show(names)}")
         total = math.fsum(c.share for c in classes)
         if abs(total - 1.0) > SHARE_TOLERANCE:
             listed = ", ".join(f"{c.name}={c.share:g}" for c in classes)
@@ -409,33 +461,43 @@ class Workload:
             )
         object.__setattr__(self, "classes", classes)
         if not isinstance(self.diurnal, DiurnalCosine | DiurnalHourly):
-            raise TypeError(
-                f"diurnal must be a DiurnalCosine or DiurnalHourly, got {type(self.diurnal).__name__}"
-            )
-        weekly = np.asarray(self.weekly, dtype=float).ravel()
-        if weekly.size != 7 or not np.all(np.isfinite(weekly)) or np.any(weekly < 0) or weekly.sum() <= 0:
+            raise TypeError(f"diurnal must be a DiurnalCosine or DiurnalHourly, got {_kind(self.diurnal)}")
+        weekly = np.asarray(check_numbers("weekly", self.weekly, size=7))
+        if not np.all(np.isfinite(weekly)) or np.any(weekly < 0) or weekly.max() <= 0:
             raise ValueError(
-                "weekly must hold 7 finite multipliers >= 0, not all 0, "
-                f"got {np.asarray(self.weekly).tolist()}"
+                f"weekly must hold 7 finite multipliers >= 0, not all 0, got {_show(self.weekly)}"
             )
+        weekly = weekly / weekly.max()  # first to [0, 1], so that no sum overflows
         object.__setattr__(self, "weekly", tuple((weekly * (7.0 / weekly.sum())).tolist()))
-        bursts = (self.bursts,) if isinstance(self.bursts, Burst) else tuple(self.bursts)
-        for b in bursts:
-            if not isinstance(b, Burst):
-                raise TypeError(f"bursts must hold Burst objects, got {type(b).__name__}")
-        object.__setattr__(self, "bursts", bursts)
-        cv = check_positive("interarrival_cv", self.interarrival_cv)
+        object.__setattr__(self, "bursts", check_items("bursts", self.bursts, Burst))
+        low, high = INTERARRIVAL_CV_RANGE
+        cv = check_range("interarrival_cv", self.interarrival_cv, low, high)
         object.__setattr__(self, "interarrival_cv", cv)
         check_in("renewal", self.renewal, _RENEWALS)
         if self.renewal == "hyperexponential" and cv < 1:
             raise ValueError(
                 f"interarrival_cv must be >= 1 for renewal='hyperexponential', got {cv!r}; use 'gamma'"
             )
+        # The peak, in logs so that no product overflows: mean x busiest day x diurnal peak x bursts.
+        log_peak = (
+            math.log(users)
+            + math.log(per_user)
+            - math.log(SECONDS_PER_DAY)
+            + math.log(max(self.weekly))
+            + math.log(self.diurnal.peak)
+            + math.fsum(math.log(b.multiplier) for b in self.bursts if b.multiplier > 1)
+        )
+        if log_peak > math.log(MAX_RATE_PER_S):
+            raise ValueError(
+                f"the peak rate must be <= {MAX_RATE_PER_S:g} requests/s; daily_active_users={users:g} x "
+                f"requests_per_user_per_day={per_user:g} with this week, day and bursts reach about "
+                f"{_exp_g(log_peak)} requests/s"
+            )
 
     @classmethod
     def from_rate(cls, rate_per_s: float, **kwargs: object) -> Workload:
         """A workload with mean rate ``rate_per_s``, flat over the day unless ``diurnal`` is given."""
-        rate = check_positive("rate_per_s", rate_per_s)
+        rate = check_range("rate_per_s", rate_per_s, 0.0, MAX_RATE_PER_S, open_low=True, unit=" requests/s")
         kwargs.setdefault("diurnal", FLAT)
         return cls(daily_active_users=rate * SECONDS_PER_DAY, requests_per_user_per_day=1.0, **kwargs)
 
@@ -463,10 +525,15 @@ class Workload:
         return self.mean_rate_per_s * np.asarray(self.weekly)[day] * self._burst_factor(t)
 
     def rate_per_s(self, t_s: float | np.ndarray) -> float | np.ndarray:
-        """Arrival intensity at ``t_s`` seconds on the workload clock (vectorized)."""
-        t = np.asarray(t_s, dtype=float)
-        if not np.all(np.isfinite(t)):
-            raise ValueError("t_s must be finite")
+        """Arrival intensity at ``t_s`` seconds on the workload clock (vectorized); ``|t_s|`` at most 1e9."""
+        if isinstance(t_s, bool | str | bytes | Mapping) or t_s is None:
+            raise TypeError(f"t_s must be a number or an array of numbers, got {_kind(t_s)}")
+        try:
+            t = np.asarray(t_s, dtype=float)
+        except (TypeError, ValueError, OverflowError):
+            raise TypeError(f"t_s must be a number or an array of numbers, got {_kind(t_s)}") from None
+        if not np.all(np.isfinite(t)) or np.any(np.abs(t) > MAX_CLOCK_S):
+            raise ValueError(f"t_s must be finite, within +-{MAX_CLOCK_S:g} s, got {_show(t_s)}")
         out = self._level(t) * self.diurnal.factor(t / SECONDS_PER_HOUR)
         return float(out) if out.ndim == 0 else out
 
@@ -485,8 +552,14 @@ class Workload:
         return a, b, self._level(0.5 * (a + b))
 
     def _window(self, start_s: float, duration_s: float) -> tuple[float, float]:
-        start = check_non_negative("start_s", start_s)
-        duration = check_positive("duration_s", duration_s)
+        """``[start_s, start_s + duration_s)``, ending by ``MAX_CLOCK_S``."""
+        start = check_range("start_s", start_s, 0.0, MAX_CLOCK_S, unit=" s")
+        duration = check_range("duration_s", duration_s, 0.0, MAX_CLOCK_S, open_low=True, unit=" s")
+        if start + duration > MAX_CLOCK_S:
+            raise ValueError(
+                f"start_s + duration_s must be <= {MAX_CLOCK_S:g} s (the end of the workload clock), "
+                f"got {start:g} + {duration:g}"
+            )
         return start, start + duration
 
     def max_rate_per_s(self, start_s: float, duration_s: float) -> float:
@@ -691,13 +764,21 @@ def generate_arrivals(
       well above 1 include many near-zero gaps: requests arriving together, as in real bursty
       traces.
 
-    ``seed`` and ``replication`` pick the random streams (see ``scaleplay.rng``).
+    ``seed`` and ``replication`` pick the random streams (see ``scaleplay.rng``); both are at most
+    2**63 - 1. The window ends by ``MAX_CLOCK_S`` and may expect at most ``MAX_EXPECTED_ARRIVALS`` =
+    10**8 arrivals (``workload.expected_arrivals``); a longer window is refused before any draw.
     """
     if not isinstance(workload, Workload):
-        raise TypeError(f"workload must be a Workload, got {type(workload).__name__}")
+        raise TypeError(f"workload must be a Workload, got {_kind(workload)}")
     t0, t1 = workload._window(start_s, duration_s)
-    seed = check_int("seed", seed, minimum=0)
-    replication = check_int("replication", replication, minimum=0)
+    seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
+    replication = check_int("replication", replication, minimum=0, maximum=MAX_SEED)
+    expected = workload.expected_arrivals(t0, t1 - t0)
+    if expected > MAX_EXPECTED_ARRIVALS:
+        raise ValueError(
+            f"duration_s={_show(duration_s)} would bring about {expected:.3g} arrivals at this workload's "
+            f"rate; at most {MAX_EXPECTED_ARRIVALS:.0e} are allowed: shorten the window"
+        )
 
     def rng(name: str) -> np.random.Generator:
         return stream(seed, f"workload.{name}", replication)
