@@ -317,8 +317,10 @@ def littles_law(
     ``utilization``); ``W`` their mean time in it: until ``model_start_s``, or until their deadline
     ``arrived_s + timeout_s`` for those that timed out waiting (the log does not hold the deadline, so
     ``timeout_s`` is required when there are any), or until the window's end for those still waiting.
-    Over a run that ends with every request settled the two agree exactly; a large ``relative_gap``
-    flags a log and a timeline that disagree.
+    With a cascade an escalated request joins a second line, the large model's, at ``escalated_s``
+    and leaves it at ``large_start_s``: that wait counts too, as the Timeline counts it. Over a run
+    that ends with every request settled the two agree exactly; a large ``relative_gap`` flags a log
+    and a timeline that disagree.
     """
     if timeout_s is not None:
         timeout_s = check_positive("timeout_s", timeout_s)
@@ -340,8 +342,15 @@ def littles_law(
         left_s[timed_out] = entered["arrived_s"].to_numpy()[timed_out] + timeout_s
     left_s = np.where(np.isnan(left_s), end_s, left_s)
     waits = left_s - entered["features_ready_s"].to_numpy(dtype=np.float64)
+    if "escalated_s" in log.columns and "large_start_s" in log.columns:
+        # With a cascade an escalated request waits a second time, for the large model.
+        escalated = log["escalated_s"].to_numpy(dtype=np.float64)
+        again = (escalated >= start_s) & (escalated < end_s)
+        second_left_s = log["large_start_s"].to_numpy(dtype=np.float64)[again]
+        second_left_s = np.where(np.isnan(second_left_s), end_s, second_left_s)
+        waits = np.concatenate((waits, second_left_s - escalated[again]))
     mean_queue = float(np.dot(timeline["queue_length"].to_numpy(dtype=np.float64), widths) / widths.sum())
-    rate_per_s = len(entered) / (end_s - start_s)
+    rate_per_s = len(waits) / (end_s - start_s)
     mean_wait_s = float(waits.mean()) if len(waits) else math.nan
     lambda_w = rate_per_s * mean_wait_s if len(waits) else 0.0
     return pd.Series(

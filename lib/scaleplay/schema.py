@@ -73,6 +73,11 @@ CONTROL_LOG_COLUMNS: dict[str, tuple[str, str]] = {
     "difficulty": ("float64", "from the arrivals table"),
     "model": ("object", "what answered a completed request: a pool's name, 'cache' or 'human' ('' if none)"),
     "escalated_s": ("float64", "the small model passed it on to the large one (NaN if it did not)"),
+    "large_start_s": (
+        "float64",
+        "an escalated request left the large model's line: its batch started, or its budget ran out "
+        "(NaN if it did not escalate or still waited at the horizon)",
+    ),
     "degraded": ("bool", "answered by a fallback (small model or cache) because its time budget ran short"),
 }
 

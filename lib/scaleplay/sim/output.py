@@ -332,18 +332,19 @@ def request_log(
         names = np.asarray([pool.model for pool in model.pools] + [""], dtype=object)
         answer = names[answered_by]  # -1 picks ""
         answer = np.where(cached, "cache", np.where(human, "human", answer))
-        escalated_s = np.full(n, np.nan)
+        escalated_s = large_start_s = np.full(n, np.nan)
         if cascade is not None:
             escalated_s = as_numpy(requests.escalated_s, np.float64)
             joined = ~np.isnan(escalated_s)
             # It left the large model's line when a batch took it, when its budget ran out, or not yet.
             second_start = np.where(by_large, per_request(batches["start_s"], np.nan), np.nan)
-            left = np.where(degraded, model_end, second_start)
-            left = np.where(np.isnan(left), horizon_s, left)
+            large_start_s = np.where(joined, np.where(degraded, model_end, second_start), np.nan)
+            left = np.where(np.isnan(large_start_s), horizon_s, large_start_s)
             second_wait = (escalated_s[joined], left[joined])
         log["difficulty"] = columns["difficulty"] if "difficulty" in columns else np.full(n, np.nan)
         log["model"] = np.where(completed, answer, "").astype(object)
         log["escalated_s"] = escalated_s
+        log["large_start_s"] = large_start_s
         log["degraded"] = degraded
     if rtt_s is not None:
         names = np.asarray(list(config.regions.names) + [""], dtype=object)
