@@ -117,6 +117,7 @@ class Platform:
                 for k, name in enumerate(regions.names)
             ]
             self.faults = FaultInjector(self, regions)
+        self.faulty = regions is not None and bool(regions.faults)  # batches may be cut short
         own_times = self.requests.service_s is not None
         human_s = (
             cascade.human_delay_s if cascade is not None and cascade.human_min_confidence is not None else 0.0

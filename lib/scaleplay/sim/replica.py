@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import simpy
 
+from ..profiles import raw_batch_time
+
 if TYPE_CHECKING:
     from .pool import Pool, Replica
 
@@ -52,9 +54,10 @@ class StaticBatcher:
         state, batch_of, joined = requests.state, requests.batch_of, requests.joined
         tokens_in, tokens_out = requests.tokens_in, requests.tokens_out
         service_s = requests.service_s if pool.own_times else None
-        batch_time_s, purge = pool.config.service.batch_time_s, platform.deadlines.purge
+        batch_time_s, purge = raw_batch_time(pool.config.service), platform.deadlines.purge
         gateway, site, line, rng, r = platform.gateway, pool.site, replica.line, replica.rng, replica.index
-        index = pool.index
+        index, faulty = pool.index, platform.faulty
+        on_end_scale, on_end_exit = pool.autoscaler.on_batch_end, pool.exit.on_batch_end
         while True:
             now = env.now
             if not replica.serving:  # off, starting or failed: wait until it serves
@@ -77,19 +80,20 @@ class StaticBatcher:
                 continue
             batch = line.take(state, max_size)
             size = len(batch)
-            if service_s is not None and size == 1:
-                duration_s = service_s[batch[0]]
-            else:
-                if size == 1:
-                    total_in, longest_out = tokens_in[batch[0]], tokens_out[batch[0]]
+            if size == 1:
+                i = batch[0]
+                if service_s is not None:
+                    duration_s = service_s[i]
                 else:
-                    total_in, longest_out = line.tokens(batch, tokens_in, tokens_out)
+                    duration_s = batch_time_s(1, tokens_in[i], tokens_out[i], rng)
+            else:
+                total_in, longest_out = line.tokens(batch, tokens_in, tokens_out)
                 duration_s = batch_time_s(size, total_in, longest_out, rng)
-                if not 0.0 <= duration_s < math.inf:
-                    raise ValueError(
-                        f"service.batch_time_s({size}, {total_in}, {longest_out}) returned {duration_s!r}; "
-                        "a batch time must be finite and >= 0"
-                    )
+            if not 0.0 <= duration_s < math.inf:
+                raise ValueError(
+                    f"service.batch_time_s({size}, ...) returned {duration_s!r}; a batch time must be "
+                    "finite and >= 0"
+                )
             k = len(recorder)
             line.stamp(batch, k, state, batch_of)
             recorder.append((now, now + duration_s, r, size, index))
@@ -98,13 +102,17 @@ class StaticBatcher:
             replica.in_service += size
             if line.count and line.idle_slots:
                 line.wake_one()
-            me = env.active_process
-            replica.running[me] = (batch, k)
-            try:
+            if faulty:  # a fault may cut the batch short: it must find it
+                me = env.active_process
+                replica.running[me] = (batch, k)
+                try:
+                    yield env.timeout(duration_s)
+                except simpy.Interrupt:  # sim.faults put its requests back already
+                    continue
+                del replica.running[me]
+            else:
                 yield env.timeout(duration_s)
-            except simpy.Interrupt:  # a fault ended the batch: sim.faults put its requests back already
-                continue
-            del replica.running[me]
             replica.in_service -= size
-            pool.autoscaler.on_batch_end(pool, replica, env.now)
-            pool.exit.on_batch_end(pool, batch, env.now)
+            now = env.now
+            on_end_scale(pool, replica, now)
+            on_end_exit(pool, batch, now)
