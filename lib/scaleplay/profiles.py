@@ -27,6 +27,7 @@ import csv
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from typing import Protocol, runtime_checkable
 
@@ -158,10 +159,14 @@ class RandomServiceTime:
         self, batch_size: int, tokens_in: int, tokens_out: int, rng: np.random.Generator
     ) -> float:
         """``batch_time_s`` without the argument checks, for a caller that checked them (the engine)."""
-        mean_s = raw_batch_time(self.base)(batch_size, tokens_in, tokens_out, rng)
+        mean_s = self._base_time_s(batch_size, tokens_in, tokens_out, rng)
         if self.distribution == "deterministic":
             return mean_s
         return float(rng.exponential(mean_s))
+
+    @cached_property
+    def _base_time_s(self) -> Callable[..., float]:
+        return raw_batch_time(self.base)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from .faults import FaultInjector
 from .gateway import Deadlines, DirectFeed, Gateway, NoDeadlines
 from .ingestion import Ingestion, NoIngestion
 from .pool import ArrivalLine, Line, Pool, pool_class
-from .replica import StaticBatcher, delay_until
+from .replica import OneAtATime, StaticBatcher, delay_until
 from .requests import Requests
 from .response import LatencyWindow, NoLatencyWindow, Responses
 from .router import GeoRouter, Router
@@ -147,12 +147,13 @@ class Platform:
                 self.provisioning[replica.record][3] = 0.0
             if pool.config.autoscaler is not None:
                 Autoscaler(self, pool).start()
-            StaticBatcher(pool).start()
+            one_at_a_time = self.plain and pool.config.batcher.max_batch_size == 1
+            (OneAtATime if one_at_a_time else StaticBatcher)(pool).start()
         if config.modes is not None:
             self.modes = ModeController(self, config.modes, window)
             self.modes.pools = [site.large for site in self.sites]
             self.modes.start()
-        self.env.process(self.gateway.feed())
+        self.gateway.start()
 
     # -- wiring ---------------------------------------------------------------------------------------
     def stream(self, name: str) -> np.random.Generator:

@@ -22,6 +22,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 import simpy
+from simpy.core import URGENT
 
 from ..config import GatewayConfig, OverflowConfig
 from .replica import delay_until
@@ -45,6 +46,9 @@ class Gateway:
         self.shed_from: int | None = None
         self.full_reason = OVERFLOW if overflow is not None else QUEUE_FULL
         self.fed_all = False
+
+    def start(self) -> None:
+        self.platform.env.process(self.feed())
 
     def feed(self) -> Generator[simpy.Event, None, None]:
         platform = self.platform
@@ -99,22 +103,33 @@ class DirectFeed(Gateway):
     fills the line enough to wake an idle slot (the first into an empty line, or the one that makes a
     full batch) is fed alone, at its time, as a timeout per arrival would."""
 
-    def feed(self) -> Generator[simpy.Event, None, None]:
+    def start(self) -> None:
+        """Feed in steps: each handles arrivals until another event is due, then waits for it as a
+        callback (no process: the first step takes the place the feeding process would start in)."""
         platform = self.platform
-        env, t, n = platform.env, platform.requests.t, platform.requests.n
-        site = platform.sites[0]
-        pool = site.large
-        line = pool.lines[0]
+        self.env, self.t, self.n = platform.env, platform.requests.t, platform.requests.n
+        self.site = platform.sites[0]
+        self.pool = self.site.large
+        self.line = self.pool.lines[0]
+        self.j, self.now = 0, 0.0
+        first = simpy.Event(self.env)
+        first._ok, first._value = True, None
+        first.callbacks.append(self.step)
+        self.env.schedule(first, URGENT)
+
+    def step(self, event: simpy.Event | None = None) -> None:
+        env, t, n, site, pool, line = self.env, self.t, self.n, self.site, self.pool, self.line
         queue = env._queue
-        j, now = 0, 0.0
+        j, now = self.j, self.now
         while j < n:
             tj = t[j]
             if tj > now:
                 if queue and queue[0][0] <= tj:  # something is due first: let it happen
                     d = tj - now
-                    yield env.timeout(d if now + d == tj else delay_until(now, tj))
-                else:
-                    env._now = tj
+                    self.j, self.now = j, tj
+                    env.timeout(d if now + d == tj else delay_until(now, tj)).callbacks.append(self.step)
+                    return
+                env._now = tj
                 now = tj
             # Arrival j joins: it may wake an idle slot or arm the batching deadline.
             line.count += 1
@@ -134,6 +149,7 @@ class DirectFeed(Gateway):
                 self.backlog += added
                 site.backlog += added
                 env._now = now = t[j - 1]
+        self.j, self.now = j, now
         self.fed_all = True
 
 

@@ -116,3 +116,83 @@ class StaticBatcher:
             now = env.now
             on_end_scale(pool, replica, now)
             on_end_exit(pool, batch, now)
+
+
+class OneAtATime(StaticBatcher):
+    """The slots of a plain pool that serves one request at a time (``max_batch_size == 1``, one shared
+    line, nothing that stops a replica): each slot is a callback rather than a simpy process. A free
+    slot waits in the line's idle list; the arrival that finds it starts its request there and then;
+    a request's end is a timeout whose callback takes the next one. The same policy as the static
+    batcher with two events fewer per request; at one exact instant, an arrival and a batch end that
+    could both claim a free replica go to the replica that was already free."""
+
+    def start(self) -> None:
+        pool = self.pool
+        for replica in pool.replicas:
+            for _ in range(pool.config.batcher.max_concurrent_batches):
+                replica.line.idle_slots.append(_Slot(self, replica))
+
+
+class _Slot:
+    """One slot of ``OneAtATime``: it quacks like the simpy event an idle slot waits on."""
+
+    __slots__ = (
+        "triggered", "pool", "replica", "env", "line", "rng", "time_s", "requests", "service_s",
+        "recorder", "gateway", "site", "index", "on_end_scale", "on_end_exit",
+    )  # fmt: skip
+
+    def __init__(self, batcher: OneAtATime, replica: Replica) -> None:
+        pool = batcher.pool
+        platform = pool.platform
+        self.triggered = False
+        self.pool, self.replica, self.env, self.line, self.rng = (
+            pool,
+            replica,
+            platform.env,
+            replica.line,
+            replica.rng,
+        )
+        self.time_s = raw_batch_time(pool.config.service)
+        self.requests, self.recorder = platform.requests, platform.batches
+        self.service_s = platform.requests.service_s if pool.own_times else None
+        self.gateway, self.site, self.index = platform.gateway, pool.site, pool.index
+        self.on_end_scale, self.on_end_exit = pool.autoscaler.on_batch_end, pool.exit.on_batch_end
+
+    def succeed(self) -> None:
+        """Woken by an arrival: take the request now."""
+        self.take(self.env.now)
+
+    def take(self, now: float) -> None:
+        line, requests = self.line, self.requests
+        i = line.head  # the line is an ArrivalLine: the next request is the next arrival
+        line.head = i + 1
+        line.count -= 1
+        if self.service_s is not None:
+            duration_s = self.service_s[i]
+        else:
+            duration_s = self.time_s(1, requests.tokens_in[i], requests.tokens_out[i], self.rng)
+            if not 0.0 <= duration_s < math.inf:
+                raise ValueError(
+                    f"service.batch_time_s(1, ...) returned {duration_s!r}; a batch time must be finite "
+                    "and >= 0"
+                )
+        recorder = self.recorder
+        requests.batch_of[i] = len(recorder)
+        recorder.append((now, now + duration_s, self.replica.index, 1, self.index))
+        self.gateway.backlog -= 1
+        self.site.backlog -= 1
+        self.replica.in_service += 1
+        if line.count and line.idle_slots:
+            line.wake_one()
+        self.env.timeout(duration_s, i).callbacks.append(self.done)
+
+    def done(self, event: simpy.Event) -> None:
+        """The request's batch ended: answer it, then take the next one or wait."""
+        now = self.env.now
+        self.replica.in_service -= 1
+        self.on_end_scale(self.pool, self.replica, now)
+        self.on_end_exit(self.pool, (event.value,), now)
+        if self.line.count:
+            self.take(now)
+        else:
+            self.line.idle_slots.append(self)
