@@ -6,7 +6,9 @@ shown by ``_show``: its repr cut to at most ``SHOW_CHARS`` characters, never exp
 nested or huge value costs no more to show than a short one).
 
 The bounds every module shares: token counts at most ``MAX_TOKENS``, priorities at most
-``MAX_PRIORITY`` and seeds at most ``MAX_SEED``, so that each fits an int64 column with room to add.
+``MAX_PRIORITY`` and seeds at most ``MAX_SEED``, so that each fits an int64 column with room to add;
+every duration or moment a config holds at most ``MAX_SECONDS``, every count (replicas, queue places,
+requests per second) at most ``MAX_COUNT``, so that sums of a few stay finite and every run ends.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ __all__ = [
     "MAX_TOKENS",
     "MAX_PRIORITY",
     "MAX_SEED",
+    "MAX_SECONDS",
+    "MAX_COUNT",
+    "MAX_REPLICAS",
     "SHOW_CHARS",
     "check_finite",
     "check_positive",
@@ -28,6 +33,7 @@ __all__ = [
     "check_int",
     "check_in",
     "check_range",
+    "check_seconds",
     "check_numbers",
     "check_items",
 ]
@@ -38,6 +44,13 @@ MAX_TOKENS = 10**9
 MAX_PRIORITY = 10**6
 #: The largest seed (an int64).
 MAX_SEED = 2**63 - 1
+#: The longest duration, or the latest moment, in seconds that any config or arrival may hold (about
+#: 31.7 years): far beyond any run, small enough that sums of a few stay exact to the microsecond.
+MAX_SECONDS = 1e9
+#: The most of anything countable a config may hold: queue places, requests per second, thresholds.
+MAX_COUNT = 10**9
+#: The most replicas one pool may have.
+MAX_REPLICAS = 100_000
 #: The most characters of a value that an error message shows.
 SHOW_CHARS = 80
 
@@ -107,6 +120,11 @@ def check_range(
         allowed = f"be > {low:g} and <= {high:g}" if open_low else f"lie in [{low:g}, {high:g}]"
         raise ValueError(f"{name} must {allowed}{unit}, got {_show(value)}")
     return out
+
+
+def check_seconds(name: str, value: object, *, positive: bool = False) -> float:
+    """A duration or moment in seconds: in ``[0, MAX_SECONDS]`` (``(0, MAX_SECONDS]`` if ``positive``)."""
+    return check_range(name, value, 0.0, MAX_SECONDS, open_low=positive, unit=" s")
 
 
 def check_probability(name: str, value: object, *, open_low: bool = False, open_high: bool = False) -> float:

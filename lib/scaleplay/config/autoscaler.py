@@ -25,7 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .._validate import check_in, check_int, check_non_negative, check_positive, check_probability
+from .._validate import (
+    MAX_COUNT,
+    MAX_REPLICAS,
+    check_in,
+    check_int,
+    check_probability,
+    check_range,
+    check_seconds,
+)
 
 if TYPE_CHECKING:
     from ..profiles import ModelSpec
@@ -43,8 +51,10 @@ def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
 
 
-def _optional(check: Callable[..., object], name: str, value: object, **kwargs: int) -> object:
-    return None if value is None else check(name, value, **kwargs)
+def _optional(
+    check: Callable[..., object], name: str, value: object, *args: float, **kwargs: object
+) -> object:
+    return None if value is None else check(name, value, *args, **kwargs)
 
 
 def _ceil(x: float) -> int:
@@ -67,12 +77,12 @@ class ColdStart:
     load_bandwidth_bytes_per_s: float | None = None
 
     def __post_init__(self) -> None:
-        _set(self, "fixed_s", check_non_negative("fixed_s", self.fixed_s))
-        _set(self, "model_bytes", check_non_negative("model_bytes", self.model_bytes))
+        _set(self, "fixed_s", check_seconds("fixed_s", self.fixed_s))
+        _set(self, "model_bytes", check_range("model_bytes", self.model_bytes, 0.0, 1e18, unit=" bytes"))
         _set(
             self,
             "load_bandwidth_bytes_per_s",
-            _optional(check_positive, "load_bandwidth_bytes_per_s", self.load_bandwidth_bytes_per_s),
+            _optional(check_range, "load_bandwidth_bytes_per_s", self.load_bandwidth_bytes_per_s, 1.0, 1e15),
         )
         if self.model_bytes > 0 and self.load_bandwidth_bytes_per_s is None:
             raise ValueError(
@@ -118,19 +128,23 @@ class AutoscalerConfig:
     scale_to_zero_after_s: float | None = None
 
     def __post_init__(self) -> None:
-        _set(self, "max_replicas", check_int("max_replicas", self.max_replicas, minimum=1))
+        _set(
+            self,
+            "max_replicas",
+            check_int("max_replicas", self.max_replicas, minimum=1, maximum=MAX_REPLICAS),
+        )
         _set(
             self,
             "min_replicas",
             check_int("min_replicas", self.min_replicas, minimum=0, maximum=self.max_replicas),
         )
-        _set(self, "interval_s", check_positive("interval_s", self.interval_s))
+        _set(self, "interval_s", check_seconds("interval_s", self.interval_s, positive=True))
         check_in("metric", self.metric, AUTOSCALE_METRICS)
         if self.metric == "utilization":
             _set(self, "target", check_probability("target", self.target, open_low=True))
         else:
-            _set(self, "target", check_positive("target", self.target))
-        _set(self, "cooldown_s", check_non_negative("cooldown_s", self.cooldown_s))
+            _set(self, "target", check_range("target", self.target, 0.0, MAX_COUNT, open_low=True))
+        _set(self, "cooldown_s", check_seconds("cooldown_s", self.cooldown_s))
         if not isinstance(self.cold_start, ColdStart):
             raise TypeError(f"cold_start must be a ColdStart, got {type(self.cold_start).__name__}")
         if self.forecast is not None and not callable(self.forecast):
@@ -138,15 +152,17 @@ class AutoscalerConfig:
         _set(
             self,
             "replica_rate_per_s",
-            _optional(check_positive, "replica_rate_per_s", self.replica_rate_per_s),
+            _optional(
+                check_range, "replica_rate_per_s", self.replica_rate_per_s, 0.0, MAX_COUNT, open_low=True
+            ),
         )
         if self.forecast is not None and self.replica_rate_per_s is None:
             raise ValueError("replica_rate_per_s must be set (> 0) when a forecast is given; got None")
-        _set(self, "lead_s", _optional(check_non_negative, "lead_s", self.lead_s))
+        _set(self, "lead_s", _optional(check_seconds, "lead_s", self.lead_s))
         _set(
             self,
             "scale_to_zero_after_s",
-            _optional(check_positive, "scale_to_zero_after_s", self.scale_to_zero_after_s),
+            _optional(check_seconds, "scale_to_zero_after_s", self.scale_to_zero_after_s, positive=True),
         )
         if self.min_replicas == 0 and self.scale_to_zero_after_s is None:
             raise ValueError("scale_to_zero_after_s must be set (> 0) when min_replicas=0; got None")

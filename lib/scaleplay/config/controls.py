@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validate import check_int, check_non_negative, check_positive, check_probability
+from .._validate import MAX_COUNT, MAX_PRIORITY, check_int, check_probability, check_range, check_seconds
+from ..profiles import MAX_BATCH_SIZE
 from .pool import PoolConfig
 
 __all__ = [
@@ -60,8 +61,10 @@ def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
 
 
-def _optional(check: Callable[..., object], name: str, value: object, **kwargs: int) -> object:
-    return None if value is None else check(name, value, **kwargs)
+def _optional(
+    check: Callable[..., object], name: str, value: object, *args: float, **kwargs: object
+) -> object:
+    return None if value is None else check(name, value, *args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ class CascadeConfig:
             "human_min_confidence",
             _optional(check_probability, "human_min_confidence", self.human_min_confidence),
         )
-        _set(self, "human_delay_s", check_non_negative("human_delay_s", self.human_delay_s))
+        _set(self, "human_delay_s", check_seconds("human_delay_s", self.human_delay_s))
 
     def escalates(self, difficulty: np.ndarray) -> np.ndarray:
         """Whether the small model passes each request on: confidence ``1 - difficulty`` too low."""
@@ -106,8 +109,8 @@ class TimeBoxConfig:
     cache_latency_s: float = 0.0
 
     def __post_init__(self) -> None:
-        _set(self, "budget_s", check_positive("budget_s", self.budget_s))
-        _set(self, "cache_latency_s", check_non_negative("cache_latency_s", self.cache_latency_s))
+        _set(self, "budget_s", check_seconds("budget_s", self.budget_s, positive=True))
+        _set(self, "cache_latency_s", check_seconds("cache_latency_s", self.cache_latency_s))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -126,7 +129,7 @@ class ModeSignals:
 
     def __post_init__(self) -> None:
         for name in _SIGNALS:
-            _set(self, name, _optional(check_non_negative, name, getattr(self, name)))
+            _set(self, name, _optional(check_range, name, getattr(self, name), 0.0, MAX_COUNT))
         if all(getattr(self, name) is None for name in _SIGNALS):
             raise ValueError(
                 f"ModeSignals needs at least one threshold of {', '.join(_SIGNALS)}; all are None"
@@ -157,13 +160,23 @@ class ModeKnobs:
     shed_priority_from: int | None = None
 
     def __post_init__(self) -> None:
-        _set(self, "max_batch_size", _optional(check_int, "max_batch_size", self.max_batch_size, minimum=1))
-        _set(self, "max_wait_s", _optional(check_non_negative, "max_wait_s", self.max_wait_s))
-        _set(self, "queue_capacity", _optional(check_int, "queue_capacity", self.queue_capacity, minimum=1))
+        _set(
+            self,
+            "max_batch_size",
+            _optional(check_int, "max_batch_size", self.max_batch_size, minimum=1, maximum=MAX_BATCH_SIZE),
+        )
+        _set(self, "max_wait_s", _optional(check_seconds, "max_wait_s", self.max_wait_s))
+        _set(
+            self,
+            "queue_capacity",
+            _optional(check_int, "queue_capacity", self.queue_capacity, minimum=1, maximum=MAX_COUNT),
+        )
         _set(
             self,
             "shed_priority_from",
-            _optional(check_int, "shed_priority_from", self.shed_priority_from, minimum=0),
+            _optional(
+                check_int, "shed_priority_from", self.shed_priority_from, minimum=0, maximum=MAX_PRIORITY
+            ),
         )
 
 
@@ -204,9 +217,9 @@ class ModeControllerConfig:
             raise TypeError(f"surge must be a ModeSettings, got {type(self.surge).__name__}")
         if self.emergency is not None and not isinstance(self.emergency, ModeSettings):
             raise TypeError(f"emergency must be a ModeSettings or None, got {type(self.emergency).__name__}")
-        _set(self, "interval_s", check_positive("interval_s", self.interval_s))
-        _set(self, "window_s", check_positive("window_s", self.window_s))
-        _set(self, "min_dwell_s", check_non_negative("min_dwell_s", self.min_dwell_s))
+        _set(self, "interval_s", check_seconds("interval_s", self.interval_s, positive=True))
+        _set(self, "window_s", check_seconds("window_s", self.window_s, positive=True))
+        _set(self, "min_dwell_s", check_seconds("min_dwell_s", self.min_dwell_s))
 
     @property
     def levels(self) -> tuple[ModeSettings, ...]:
@@ -240,12 +253,16 @@ class OverflowConfig:
     price_per_request_usd: float = 0.0
 
     def __post_init__(self) -> None:
-        _set(self, "offline_rate_per_s", check_positive("offline_rate_per_s", self.offline_rate_per_s))
-        _set(self, "opens_s", check_non_negative("opens_s", self.opens_s))
+        _set(
+            self,
+            "offline_rate_per_s",
+            check_range("offline_rate_per_s", self.offline_rate_per_s, 0.0, MAX_COUNT, open_low=True),
+        )
+        _set(self, "opens_s", check_seconds("opens_s", self.opens_s))
         _set(
             self,
             "price_per_request_usd",
-            check_non_negative("price_per_request_usd", self.price_per_request_usd),
+            check_range("price_per_request_usd", self.price_per_request_usd, 0.0, 1e6),
         )
 
     def schedule(self, queued_s: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validate import check_int, check_non_negative, check_positive, check_probability
+from .._validate import MAX_COUNT, MAX_PRIORITY, check_int, check_probability, check_range, check_seconds
 from .controls import CascadeConfig, ModeControllerConfig, OverflowConfig, TimeBoxConfig
 from .pool import PoolConfig
 from .regions import RegionsConfig
@@ -20,8 +20,10 @@ def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
 
 
-def _optional(check: Callable[..., object], name: str, value: object, **kwargs: int) -> object:
-    return None if value is None else check(name, value, **kwargs)
+def _optional(
+    check: Callable[..., object], name: str, value: object, *args: float, **kwargs: object
+) -> object:
+    return None if value is None else check(name, value, *args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -36,16 +38,32 @@ class GatewayConfig:
     timeout_s: float | None = None
 
     def __post_init__(self) -> None:
-        _set(self, "queue_capacity", _optional(check_int, "queue_capacity", self.queue_capacity, minimum=1))
-        _set(self, "rate_limit_per_s", _optional(check_positive, "rate_limit_per_s", self.rate_limit_per_s))
-        _set(self, "rate_limit_burst", check_int("rate_limit_burst", self.rate_limit_burst, minimum=1))
+        _set(
+            self,
+            "queue_capacity",
+            _optional(check_int, "queue_capacity", self.queue_capacity, minimum=1, maximum=MAX_COUNT),
+        )
+        _set(
+            self,
+            "rate_limit_per_s",
+            _optional(check_range, "rate_limit_per_s", self.rate_limit_per_s, 0.0, MAX_COUNT, open_low=True),
+        )
+        _set(
+            self,
+            "rate_limit_burst",
+            check_int("rate_limit_burst", self.rate_limit_burst, minimum=1, maximum=MAX_COUNT),
+        )
         _set(
             self,
             "shed_queue_length",
-            _optional(check_int, "shed_queue_length", self.shed_queue_length, minimum=0),
+            _optional(check_int, "shed_queue_length", self.shed_queue_length, minimum=0, maximum=MAX_COUNT),
         )
-        _set(self, "shed_min_priority", check_int("shed_min_priority", self.shed_min_priority, minimum=0))
-        _set(self, "timeout_s", _optional(check_positive, "timeout_s", self.timeout_s))
+        _set(
+            self,
+            "shed_min_priority",
+            check_int("shed_min_priority", self.shed_min_priority, minimum=0, maximum=MAX_PRIORITY),
+        )
+        _set(self, "timeout_s", _optional(check_seconds, "timeout_s", self.timeout_s, positive=True))
 
 
 @dataclass(frozen=True)
@@ -58,10 +76,10 @@ class IngestionConfig:
     cache_latency_s: float = 0.0
 
     def __post_init__(self) -> None:
-        _set(self, "fetch_mean_s", check_positive("fetch_mean_s", self.fetch_mean_s))
-        _set(self, "fetch_cv", check_non_negative("fetch_cv", self.fetch_cv))
+        _set(self, "fetch_mean_s", check_seconds("fetch_mean_s", self.fetch_mean_s, positive=True))
+        _set(self, "fetch_cv", check_range("fetch_cv", self.fetch_cv, 0.0, 100.0))
         _set(self, "cache_hit_ratio", check_probability("cache_hit_ratio", self.cache_hit_ratio))
-        _set(self, "cache_latency_s", check_non_negative("cache_latency_s", self.cache_latency_s))
+        _set(self, "cache_latency_s", check_seconds("cache_latency_s", self.cache_latency_s))
 
     def delays_s(self, count: int, rng: np.random.Generator) -> np.ndarray:
         """``count`` fetch delays, one per request, drawn at once (request i always gets entry i)."""
@@ -98,7 +116,7 @@ class PlatformConfig:
             raise TypeError(
                 f"ingestion must be an IngestionConfig or None, got {type(self.ingestion).__name__}"
             )
-        _set(self, "network_hop_s", check_non_negative("network_hop_s", self.network_hop_s))
+        _set(self, "network_hop_s", check_seconds("network_hop_s", self.network_hop_s))
         for name, kind in (
             ("cascade", CascadeConfig),
             ("timebox", TimeBoxConfig),

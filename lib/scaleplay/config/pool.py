@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .._validate import check_in, check_int, check_non_negative
-from ..profiles import ServiceTime
+from .._validate import MAX_REPLICAS, check_in, check_int, check_seconds
+from ..profiles import MAX_BATCH_SIZE, ServiceTime
 from .autoscaler import AutoscalerConfig
 
 __all__ = ["POLICIES", "RESERVED_NAMES", "BatcherConfig", "PoolConfig"]
@@ -30,12 +30,16 @@ class BatcherConfig:
     max_concurrent_batches: int = 1
 
     def __post_init__(self) -> None:
-        _set(self, "max_batch_size", check_int("max_batch_size", self.max_batch_size, minimum=1))
-        _set(self, "max_wait_s", check_non_negative("max_wait_s", self.max_wait_s))
+        _set(
+            self,
+            "max_batch_size",
+            check_int("max_batch_size", self.max_batch_size, minimum=1, maximum=MAX_BATCH_SIZE),
+        )
+        _set(self, "max_wait_s", check_seconds("max_wait_s", self.max_wait_s))
         _set(
             self,
             "max_concurrent_batches",
-            check_int("max_concurrent_batches", self.max_concurrent_batches, minimum=1),
+            check_int("max_concurrent_batches", self.max_concurrent_batches, minimum=1, maximum=1024),
         )
 
 
@@ -54,7 +58,7 @@ class PoolConfig:
     autoscaler: AutoscalerConfig | None = None
 
     def __post_init__(self) -> None:
-        _set(self, "replicas", check_int("replicas", self.replicas, minimum=1))
+        _set(self, "replicas", check_int("replicas", self.replicas, minimum=1, maximum=MAX_REPLICAS))
         if not isinstance(self.service, ServiceTime):
             raise TypeError(
                 f"service must be a ServiceTime (with batch_time_s), got {type(self.service).__name__}"

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import check_int, check_non_negative, check_positive, check_probability
+from .._validate import MAX_COUNT, MAX_REPLICAS, check_int, check_items, check_probability, check_seconds
 from .pool import RESERVED_NAMES, PoolConfig
 
 __all__ = ["Region", "Fault", "RegionsConfig", "check_origin_names"]
@@ -91,13 +91,13 @@ class Fault:
     duration_s: float | None = None
 
     def __post_init__(self) -> None:
-        _set(self, "at_s", check_non_negative("at_s", self.at_s))
+        _set(self, "at_s", check_seconds("at_s", self.at_s))
         if not isinstance(self.region, str) or not self.region:
             raise ValueError(f"region must be a region's name, got {self.region!r}")
         if self.replicas != "all":
-            _set(self, "replicas", check_int("replicas", self.replicas, minimum=1))
+            _set(self, "replicas", check_int("replicas", self.replicas, minimum=1, maximum=MAX_REPLICAS))
         if self.duration_s is not None:
-            _set(self, "duration_s", check_positive("duration_s", self.duration_s))
+            _set(self, "duration_s", check_seconds("duration_s", self.duration_s, positive=True))
 
     @property
     def until_s(self) -> float:
@@ -120,12 +120,9 @@ class RegionsConfig:
     faults: tuple[Fault, ...] = ()
 
     def __post_init__(self) -> None:
-        regions = tuple(self.regions)
+        regions = check_items("regions", self.regions, Region, max_size=1000)
         if not regions:
             raise ValueError("regions must hold at least one Region, got none")
-        for region in regions:
-            if not isinstance(region, Region):
-                raise TypeError(f"regions must hold Region objects, got {type(region).__name__}")
         names = [region.name for region in regions]
         if len(set(names)) != len(names):
             raise ValueError(f"region names must be unique, got {names}")
@@ -146,18 +143,20 @@ class RegionsConfig:
             self,
             "rtt_s",
             tuple(
-                tuple(check_non_negative(f"rtt_s[{a}][{b}]", value) for b, value in enumerate(row))
+                tuple(check_seconds(f"rtt_s[{a}][{b}]", value) for b, value in enumerate(row))
                 for a, row in enumerate(rows)
             ),
         )
         if not isinstance(self.failover, bool):
             raise TypeError(f"failover must be True or False, got {self.failover!r}")
         if self.spill_backlog is not None:
-            _set(self, "spill_backlog", check_int("spill_backlog", self.spill_backlog, minimum=0))
-        faults = tuple(self.faults)
+            _set(
+                self,
+                "spill_backlog",
+                check_int("spill_backlog", self.spill_backlog, minimum=0, maximum=MAX_COUNT),
+            )
+        faults = check_items("faults", self.faults, Fault)
         for fault in faults:
-            if not isinstance(fault, Fault):
-                raise TypeError(f"faults must hold Fault objects, got {type(fault).__name__}")
             if fault.region not in names:
                 raise ValueError(f"fault region must be one of {names}, got {fault.region!r}")
         _set(self, "faults", faults)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._validate import check_in, check_int, check_positive
+from .._validate import check_in, check_int, check_seconds
 from ..config import PlatformConfig
 from ..config.regions import check_origin_names
 from ..rng import stream
@@ -55,15 +55,17 @@ def simulate(
     if not isinstance(config, PlatformConfig):
         raise TypeError(f"config must be a PlatformConfig, got {type(config).__name__}")
     seed = check_int("seed", seed, minimum=0)
-    horizon_s = None if horizon_s is None else check_positive("horizon_s", horizon_s)
-    timeline_step_s = check_positive("timeline_step_s", timeline_step_s)
+    horizon_s = None if horizon_s is None else check_seconds("horizon_s", horizon_s, positive=True)
+    timeline_step_s = check_seconds("timeline_step_s", timeline_step_s, positive=True)
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be True or False, got {progress!r}")
     check_in("log_columns", log_columns, ("all", "narrow"))
     if horizon_s is not None:
         interval_count(horizon_s, timeline_step_s)
-    columns = arrival_columns(arrivals, with_difficulty=config.cascade is not None)
+    columns = arrival_columns(arrivals)
     n = len(columns["t_s"]) if horizon_s is None else int(np.searchsorted(columns["t_s"], horizon_s, "left"))
+    if horizon_s is None and n:  # the Timeline reaches at least the last arrival
+        interval_count(float(columns["t_s"][n - 1]), timeline_step_s)
     columns = {name: values[:n] for name, values in columns.items()}
     regions = config.regions
     if regions is not None:

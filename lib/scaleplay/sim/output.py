@@ -75,15 +75,16 @@ MAX_INTERVALS = 10_000_000
 
 
 def interval_count(horizon_s: float, step_s: float) -> int:
-    """How many ``step_s`` intervals from 0 start below ``horizon_s`` (refusing absurd grids)."""
-    count = math.ceil(horizon_s / step_s)
-    while count > 1 and (count - 1) * step_s >= horizon_s:
-        count -= 1
-    if count > MAX_INTERVALS:
+    """How many ``step_s`` intervals from 0 start below ``horizon_s`` (at most ``MAX_INTERVALS``)."""
+    ratio = horizon_s / step_s
+    if not ratio <= MAX_INTERVALS:  # inf and huge grids alike, before any count is made
         raise ValueError(
-            f"timeline_step_s={step_s!r} cuts horizon_s={horizon_s!r} into {count} intervals; "
-            f"at most {MAX_INTERVALS} are allowed, so use a longer step"
+            f"timeline_step_s={step_s!r} cuts the run's {horizon_s!r} s into more than {MAX_INTERVALS:,} "
+            "intervals; use a longer step"
         )
+    count = math.ceil(ratio)
+    while count > 1 and (count - 1) * step_s >= horizon_s:  # at most a step or two of rounding
+        count -= 1
     return count
 
 

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .._validate import MAX_PRIORITY, MAX_SECONDS, MAX_TOKENS, _show
 from ..schema import ARRIVAL_COLUMNS, REJECT_REASONS, check_columns
 
 # A request's state while the model runs; outcomes are read off them at the end.
@@ -75,8 +76,24 @@ class Requests:
         self.service_s = None if service_s is None else floats(service_s)
 
 
-def arrival_columns(arrivals: pd.DataFrame, with_difficulty: bool = False) -> dict[str, np.ndarray]:
-    """Check the arrivals table and return its columns as numpy arrays (``difficulty`` if asked)."""
+def _check_class_names(names: pd.Series) -> None:
+    """Every class name a non-empty string (checked in C, not one by one)."""
+    values = names.cat.categories if isinstance(names.dtype, pd.CategoricalDtype) else names
+    ok = pd.api.types.infer_dtype(values, skipna=False) in ("string", "empty") and not names.isna().any()
+    if not ok or (names == "").any():
+        bad = names.map(lambda x: not isinstance(x, str) or not x)
+        row = int(np.argmax(bad.to_numpy(dtype=bool)))
+        raise ValueError(
+            f"arrivals['class_name'] must hold non-empty strings; row {row} holds {_show(names.iloc[row])}"
+        )
+
+
+def arrival_columns(arrivals: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Check the arrivals table and return its columns as numpy arrays.
+
+    Bounds: times within ``[0, MAX_SECONDS]``, token counts within ``[0, MAX_TOKENS]``, priorities within
+    ``[0, MAX_PRIORITY]``, difficulties within [0, 1], class names non-empty strings.
+    """
     check_columns(arrivals, ARRIVAL_COLUMNS, "arrivals")
     out: dict[str, np.ndarray] = {}
     for name in ("request_id", "priority", "tokens_in", "tokens_out"):
@@ -84,10 +101,12 @@ def arrival_columns(arrivals: pd.DataFrame, with_difficulty: bool = False) -> di
         if not np.issubdtype(values.dtype, np.integer):
             raise TypeError(f"arrivals['{name}'] must hold integers, got dtype {values.dtype}")
         out[name] = values.astype(np.int64, copy=False)
-    for name in ("priority", "tokens_in", "tokens_out"):
-        if len(out[name]) and out[name].min() < 0:
-            row = int(np.argmin(out[name]))
-            raise ValueError(f"arrivals['{name}'] must be >= 0; row {row} holds {out[name][row]}")
+    for name, most in (("priority", MAX_PRIORITY), ("tokens_in", MAX_TOKENS), ("tokens_out", MAX_TOKENS)):
+        values = out[name]
+        bad = (values < 0) | (values > most)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ValueError(f"arrivals['{name}'] must lie in [0, {most:,}]; row {row} holds {values[row]}")
     ids = out["request_id"]
     if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # increasing ids need no sort
         ordered = np.sort(ids)
@@ -102,21 +121,24 @@ def arrival_columns(arrivals: pd.DataFrame, with_difficulty: bool = False) -> di
         if not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
             raise TypeError(f"arrivals['{name}'] must hold numbers, got dtype {values.dtype}")
         values = values.astype(np.float64, copy=False)
-        bad = ~np.isfinite(values) | (values < 0)
+        bad = ~((values >= 0) & (values <= MAX_SECONDS))  # NaN fails both
         if bad.any():
             row = int(np.argmax(bad))
-            raise ValueError(f"arrivals['{name}'] must be finite and >= 0; row {row} holds {values[row]!r}")
+            raise ValueError(
+                f"arrivals['{name}'] must lie in [0, {MAX_SECONDS:g}] s; row {row} holds {values[row]!r}"
+            )
         out[name] = values
-    if with_difficulty:
-        values = arrivals["difficulty"].to_numpy()
-        if not np.issubdtype(values.dtype, np.number):
-            raise TypeError(f"arrivals['difficulty'] must hold numbers, got dtype {values.dtype}")
-        values = values.astype(np.float64)
-        bad = ~((values >= 0) & (values <= 1))
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise ValueError(f"arrivals['difficulty'] must lie in [0, 1]; row {row} holds {values[row]!r}")
-        out["difficulty"] = values
+    _check_class_names(arrivals["class_name"])
+    # every arrivals table carries a difficulty: it must be one, whoever reads it
+    values = arrivals["difficulty"].to_numpy()
+    if not np.issubdtype(values.dtype, np.number):
+        raise TypeError(f"arrivals['difficulty'] must hold numbers, got dtype {values.dtype}")
+    values = values.astype(np.float64)
+    bad = ~((values >= 0) & (values <= 1))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise ValueError(f"arrivals['difficulty'] must lie in [0, 1]; row {row} holds {values[row]!r}")
+    out["difficulty"] = values
     t = out["t_s"]
     if len(t) > 1 and (np.diff(t) < 0).any():
         row = int(np.argmax(np.diff(t) < 0))
