@@ -487,7 +487,7 @@ def _evaluate(task: _Task) -> dict[str, float]:
     """Simulate one candidate on every replication and pool the results (runs in a worker)."""
     logs, utilizations = [], []
     for arrivals, seed in zip(task.arrivals, task.seeds, strict=True):
-        result = simulate(arrivals, task.config, seed=seed)
+        result = simulate(arrivals, task.config, seed=seed, log_columns="narrow")
         logs.append(result.log[["outcome", "latency_s", "batch_size"]])
         utilizations.append(utilization(result.timeline, horizon_s=result.horizon_s))
     log = pd.concat(logs, ignore_index=True) if len(logs) > 1 else logs[0]
