@@ -50,6 +50,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import queueing
+from ._validate import MAX_REPLICAS as _MAX_REPLICAS
 from ._validate import check_int, check_non_negative, check_positive, check_probability
 from .capacity import HOURS_PER_MONTH
 from .cost import load_prices
@@ -116,8 +117,8 @@ ESTIMATE_COLUMNS: dict[str, tuple[str, str]] = {
 _ESTIMATE_BATCHES = 256
 #: The most replicas a candidate may have, the largest batch size and the most replications: far
 #: beyond a plan a simulation can settle, and within ``queueing.MAX_SERVERS`` slots.
-MAX_REPLICAS = 10_000
-MAX_BATCH_SIZE = 100_000
+MAX_REPLICAS = _MAX_REPLICAS  # a pool's bound (scaleplay._validate)
+MAX_BATCH_SIZE = 10_000
 MAX_REPLICATIONS = 1_000
 #: The most windows ``peak_start_s`` compares.
 MAX_GRID_POINTS = 10_000_000
@@ -402,8 +403,8 @@ def estimate(
     ``duration_s`` (default: ``attrs['duration_s']`` or the last arrival time). See the module
     docstring for the model; it ignores the batcher's partial batches at light load and the
     difference between the wait quantile's and the batch time's tails, so it is a starting point.
-    ``batch_sizes`` are at most ``MAX_BATCH_SIZE`` (100,000) and ``max_replicas`` at most
-    ``MAX_REPLICAS`` (10,000).
+    ``batch_sizes`` are at most ``MAX_BATCH_SIZE`` (10,000) and ``max_replicas`` at most
+    ``MAX_REPLICAS`` (100,000).
     """
     tables = _check_tables(arrivals)
     options = _check_options(options)
@@ -652,7 +653,7 @@ def sweep(
     """Simulate the full grid options x ``batch_sizes`` x ``replicas`` on ``arrivals``.
 
     The rows are ``CANDIDATE_COLUMNS`` (``round`` 0), cheapest first, the frontier marked; the
-    arguments mean what they mean for ``plan`` (``replicas`` at most ``MAX_REPLICAS``, 10,000).
+    arguments mean what they mean for ``plan`` (``replicas`` at most ``MAX_REPLICAS``, 100,000).
     ``arrivals`` may be a list of tables, one per replication, pooled per candidate.
     """
     slo_s, quantile, max_rejected_share, seed = _common_checks(
@@ -737,8 +738,8 @@ def plan(
       pooled per candidate; more of them make the plan less sensitive to one draw of traffic.
     - ``executor``: where the simulations run (default: a ``ProcessPoolExecutor`` of
       ``max_workers``, shut down at the end); ``progress`` shows a tqdm bar of simulations.
-    - Bounds: ``batch_sizes`` at most ``MAX_BATCH_SIZE`` (100,000), ``max_replicas`` at most
-      ``MAX_REPLICAS`` (10,000), ``replications`` at most ``MAX_REPLICATIONS`` (1,000);
+    - Bounds: ``batch_sizes`` at most ``MAX_BATCH_SIZE`` (10,000), ``max_replicas`` at most
+      ``MAX_REPLICAS`` (100,000), ``replications`` at most ``MAX_REPLICATIONS`` (1,000);
       ``common_seed`` and ``progress`` are True or False.
     """
     slo_s, quantile, max_rejected_share, seed = _common_checks(

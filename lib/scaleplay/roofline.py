@@ -306,6 +306,15 @@ def _least_squares(
     return result.x, float(np.sum(result.fun**2))
 
 
+def _memory_points(
+    theta: np.ndarray, log_bytes: np.ndarray, log_flops: np.ndarray, fixed: float | None
+) -> tuple:
+    """How memory-bound a fit reads the data: its memory-bound points, then its log ridge margin."""
+    _, _, memory_bound = _model_and_jacobian(theta, log_bytes, log_flops, fixed)
+    # theta holds log(1/bandwidth) and log(1/peak): the larger the first over the second, the later the ridge.
+    return int(np.sum(memory_bound)), float(theta[0] - theta[1])
+
+
 def fit_roofline(
     batch_sizes: object, seconds: object, traffic: StepTraffic, *, overhead_s: float | None = None
 ) -> RooflineFit:
@@ -350,7 +359,7 @@ def fit_roofline(
     log_inv_bw0 = float(np.min(log_t - log_bytes))
     log_inv_peak0 = float(np.min(log_t - log_flops))
     overhead_factors = (1e-3, 0.1, 0.5) if fixed is None else (None,)
-    best_theta, best_loss = None, math.inf
+    fits = []
     for bw_factor in (0.5, 1.0, 2.0):
         for peak_factor in (0.5, 1.0, 2.0):
             for overhead_factor in overhead_factors:
@@ -358,8 +367,16 @@ def fit_roofline(
                 if overhead_factor is not None:
                     start.append(float(np.min(log_t)) + math.log(overhead_factor))
                 theta, loss = _least_squares(np.array(start), log_bytes, log_flops, log_t, fixed)
-                if loss < best_loss:
-                    best_theta, best_loss = theta, loss
+                if theta is not None and math.isfinite(loss):
+                    fits.append((loss, theta))
+    best_theta, best_loss = None, math.inf
+    if fits:
+        # Starts that reach the same loss explain the data equally: a curve with no kink fits as all
+        # memory-bound or all compute-bound alike. Keep the memory-bound reading (the larger ridge),
+        # so a step never seen to turn compute-bound is not called compute-bound.
+        best_loss = min(loss for loss, _ in fits)
+        tied = [theta for loss, theta in fits if loss <= best_loss * (1 + 1e-9) + 1e-300]
+        best_theta = max(tied, key=lambda theta: _memory_points(theta, log_bytes, log_flops, fixed))
     if best_theta is None:
         raise ValueError("fit_roofline found no finite fit to these seconds and batch_sizes")
     with np.errstate(over="ignore"):

@@ -138,7 +138,7 @@ class _Slot:
 
     __slots__ = (
         "triggered", "pool", "replica", "env", "line", "rng", "time_s", "requests", "service_s",
-        "recorder", "gateway", "site", "index", "on_end_scale", "on_end_exit",
+        "recorder", "gateway", "site", "index",
     )  # fmt: skip
 
     def __init__(self, batcher: OneAtATime, replica: Replica) -> None:
@@ -156,7 +156,6 @@ class _Slot:
         self.requests, self.recorder = platform.requests, platform.batches
         self.service_s = platform.requests.service_s if pool.own_times else None
         self.gateway, self.site, self.index = platform.gateway, pool.site, pool.index
-        self.on_end_scale, self.on_end_exit = pool.autoscaler.on_batch_end, pool.exit.on_batch_end
 
     def succeed(self) -> None:
         """Woken by an arrival: take the request now."""
@@ -187,12 +186,9 @@ class _Slot:
         self.env.timeout(duration_s, i).callbacks.append(self.done)
 
     def done(self, event: simpy.Event) -> None:
-        """The request's batch ended: answer it, then take the next one or wait."""
-        now = self.env.now
+        """The request's batch ended (a plain pool has no controller to tell): take the next or wait."""
         self.replica.in_service -= 1
-        self.on_end_scale(self.pool, self.replica, now)
-        self.on_end_exit(self.pool, (event.value,), now)
         if self.line.count:
-            self.take(now)
+            self.take(self.env.now)
         else:
             self.line.idle_slots.append(self)
