@@ -185,3 +185,157 @@ def test_a_simulated_flash_crowd_pages_during_it_and_clears_after():
     assert pages["fired_s"].min() < crowd.end_s
     assert (pages["cleared_s"] < 3 * 3600.0).all()
     assert report.budget_consumed > 0
+
+
+# -- hostile input: refused by name, before any work --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        # regression: step_s=1e-300 raised OverflowError "Python int too large to convert to C long"
+        (dict(step_s=1e-300), ValueError, r"step_s must lie in \[1e-06, 1e\+09\] s, got 1e-300"),
+        # regression: horizon_s=10**30 raised the same OverflowError
+        (dict(horizon_s=10**30), ValueError, r"horizon_s must be > 0 and <= 1e\+09 s, got 1000000000000"),
+        # regression: horizon_s=1e-300 said only that no request could be judged
+        (
+            dict(horizon_s=1e-300),
+            ValueError,
+            r"no request in the log before horizon_s=1e-300 could be judged",
+        ),
+        (
+            dict(step_s=1e-6),
+            ValueError,
+            r"step_s=1e-06 cuts the run .* into 1.08e\+10 steps; at most 10,000,000",
+        ),
+        (
+            dict(step_s=1e-6, horizon_s=20.0),
+            ValueError,
+            r"step_s=1e-06 cuts horizon_s=20.0 into 2e\+07 steps",
+        ),
+        (dict(step_s=math.inf), ValueError, "step_s must be a finite number"),
+        (dict(step_s=True), TypeError, r"step_s must be a real number, got True \(bool\)"),
+        (dict(rules=None), TypeError, r"rules must be a BurnRateRule or a list of them, got None"),
+        (dict(rules=5), TypeError, r"rules must be a BurnRateRule or a list of them, got 5 \(int\)"),
+        (dict(rules=["page"]), TypeError, r"rules\[0\] must be a BurnRateRule"),
+        # a budget of 1e-303 requests made every bad request an infinite share of it
+        (dict(requests_per_period=1e-300), ValueError, r"requests_per_period must lie in \[1e-06, inf\]"),
+        (dict(requests_per_period="many"), TypeError, "requests_per_period must be a real number"),
+        (dict(before_run=None), ValueError, "before_run must be one of"),
+    ],
+)
+def test_hostile_arguments_are_refused_by_name(kwargs, error, match):
+    log = synthetic_log()
+    log["arrived_s"] += 0.5  # no request at 0, so a horizon of 1e-300 s holds none
+    with pytest.raises(error, match=match):
+        evaluate_alerts(log, SLO_1S, **kwargs)
+
+
+def test_a_single_rule_and_the_smallest_step_are_accepted():
+    report = evaluate_alerts(synthetic_log(), SLO_1S, DEFAULT_RULES[0], horizon_s=3.0, step_s=1e-6)
+    assert len(report.timeline) == 3_000_000 and np.isfinite(report.budget_consumed)
+    assert list(report.alerts.columns)[:2] == ["rule", "severity"]
+
+
+def test_a_log_past_the_longest_grid_needs_a_horizon():
+    log = synthetic_log()
+    log.loc[len(log) - 1, "arrived_s"] = 2e9
+    with pytest.raises(
+        ValueError, match=r"log\['arrived_s'\] runs to 2000000000.0 s.*pass horizon_s <= 1e\+09"
+    ):
+        evaluate_alerts(log, SLO_1S)
+    report = evaluate_alerts(log, SLO_1S, horizon_s=float(RUN_S))  # the late request is left out
+    assert report.timeline["good"].sum() + report.timeline["bad"].sum() == RUN_S - 1
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "error", "match"),
+    [
+        (
+            "latency_s",
+            "slow",
+            TypeError,
+            r"log\['latency_s'\] must hold real numbers \(seconds\), got str values such as .slow.",
+        ),
+        (
+            "arrived_s",
+            True,
+            TypeError,
+            r"log\['arrived_s'\] must hold real numbers \(seconds\), got bool values",
+        ),
+        # these were read silently: strings as numbers, dates as nanoseconds since 1970 taken for seconds
+        ("arrived_s", "1.5", TypeError, r"log\['arrived_s'\] must hold real numbers .* such as '1.5'"),
+        ("arrived_s", pd.Timestamp("2020-01-01"), TypeError, r"log\['arrived_s'\] .* got datetime64"),
+        ("latency_s", 1j, TypeError, r"log\['latency_s'\] must hold real numbers .* got complex128"),
+        ("arrived_s", math.nan, ValueError, r"log\['arrived_s'\] must be finite and >= 0; row 0 holds nan"),
+        ("arrived_s", -1.0, ValueError, r"log\['arrived_s'\] must be finite and >= 0; row 0 holds -1.0"),
+    ],
+)
+def test_a_log_of_the_wrong_kind_is_refused_by_column(column, values, error, match):
+    log = synthetic_log()
+    log[column] = values
+    with pytest.raises(error, match=match):
+        evaluate_alerts(log, SLO_1S)
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        # each gave an infinite budget share, requests per period or burn rate somewhere downstream
+        (lambda: SLO(1.0, period_s=1e308), ValueError, r"period_s must lie in \[1, 1e\+09\] s, got 1e\+308"),
+        (lambda: SLO(1.0, period_s=1e-300), ValueError, r"period_s must lie in \[1, 1e\+09\] s"),
+        (
+            lambda: BurnRateRule("r", "page", 1e308, 300, 1.0),
+            ValueError,
+            r"long_window_s must lie in \[1e-06, 1e\+09\] s, got 1e\+308",
+        ),
+        (
+            lambda: BurnRateRule("r", "page", 3600, 300, 1e308),
+            ValueError,
+            r"burn_rate must be > 0 and <= 1e\+16",
+        ),
+        (
+            lambda: BurnRateRule("r", "page", 3600, 1e-300, 1.0),
+            ValueError,
+            r"short_window_s must lie in \[1e-06",
+        ),
+        (
+            lambda: DEFAULT_RULES[0].budget_spent_when_firing(1e-300),
+            ValueError,
+            r"period_s must lie in \[1, 1e\+09\]",
+        ),
+        (
+            lambda: BurnRateRule(None, "page", 3600, 300, 1.0),
+            TypeError,
+            r"rule name must be a str .* got None",
+        ),
+        (
+            lambda: BurnRateRule("a b" * 10**5, "page", 3600, 300, 1.0),
+            ValueError,
+            r"rule name must be an identifier",
+        ),
+        (
+            lambda: judge_requests(synthetic_log(), None),
+            TypeError,
+            r"slo must be an SLO, got None \(NoneType\)",
+        ),
+        (
+            lambda: detection_time_s("page", SLO_1S, 0.5),
+            TypeError,
+            r"rule must be a BurnRateRule, got 'page'",
+        ),
+    ],
+)
+def test_configs_out_of_bounds_are_refused_by_name(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_the_extreme_allowed_values_give_finite_numbers():
+    slo = SLO(latency_s=1e308, target=0.9999999999999999, period_s=1e9)
+    rule = BurnRateRule("far", "ticket", 1e9, 1e9, 1e16)
+    assert math.isfinite(rule.budget_spent_when_firing(1.0))
+    assert detection_time_s(rule, slo, 1.0) == math.inf  # a threshold it can never cross
+    report = evaluate_alerts(synthetic_log(), slo, [rule], step_s=1e9, requests_per_period=1e-6)
+    assert math.isfinite(report.budget_consumed) and math.isfinite(report.requests_per_period)
+    assert np.isfinite(report.timeline.drop(columns=["firing_far"]).to_numpy(dtype=float)).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -155,7 +156,7 @@ def test_bad_input(arrivals, services, servers, error, message):
 
 
 def test_bad_replication_settings():
-    with pytest.raises(ValueError, match="arrival_rate_per_s must be > 0"):
+    with pytest.raises(ValueError, match=r"arrival_rate_per_s must lie in \[1e-06, 1e\+09\] per s, got 0.0"):
         mmc_replications(0.0, 1.0, 1, 10, 2, seed=1)
     with pytest.raises(ValueError, match="warmup_share must lie in"):
         mmc_replications(1.0, 2.0, 1, 10, 2, seed=1, warmup_share=1.0)
@@ -193,3 +194,110 @@ def test_agrees_with_the_simpy_model_on_ties():
     for servers in (1, 2, 3):
         fast = fifo_waits_s(arrivals, services, servers)
         np.testing.assert_allclose(fast, _simpy_waits_s(arrivals, services, servers), rtol=0, atol=1e-9)
+
+
+# -- hostile input: refused by name, before any work --------------------------------------------------
+
+
+@pytest.mark.parametrize("call", [fifo_waits_s, mmc_replications])
+def test_absurd_server_counts_are_refused_by_name(call):
+    # regression: servers=10**30 raised OverflowError "cannot fit 'int' into an index-sized integer"
+    args = ([0.0, 1.0], [1.0, 1.0]) if call is fifo_waits_s else (1.0, 2.0)
+    rest = () if call is fifo_waits_s else (10, 2, 0)
+    with pytest.raises(
+        ValueError, match=r"servers must be <= 1,000,000, got 1000000000000000000000000000000"
+    ):
+        call(*args, 10**30, *rest)
+
+
+def test_more_servers_than_customers_wait_nothing_and_cost_nothing():
+    arrivals, services = _random_arrays(40, 50, load=5.0)
+    for servers in (50, 10**6):  # the recursions keep min(servers, customers) servers
+        assert not fifo_waits_s(arrivals, services, servers).any()
+        assert not fifo_waits_s(arrivals[0], services[0], servers).any()
+    np.testing.assert_array_equal(fifo_waits_s(arrivals, services, 49), fifo_waits_s(arrivals, services, 49))
+
+
+@pytest.mark.parametrize(
+    ("customers", "replications", "message"),
+    [
+        # regression: these raised numpy's "Maximum allowed dimension exceeded", naming nothing
+        (10**30, 2, r"customers must be <= 10,000,000, got 1000000000000000000000000000000"),
+        (100, 10**30, r"replications must be <= 100,000, got 1000000000000000000000000000000"),
+        (10**7, 11, r"customers x replications must be <= 100,000,000 numbers, got customers=10,000,000"),
+    ],
+)
+def test_replication_sizes_are_bounded_before_allocating(customers, replications, message):
+    with pytest.raises(ValueError, match=message):
+        mmc_replications(1.0, 2.0, 1, customers, replications, seed=0)
+
+
+def test_exponential_arrays_bound_sizes_rates_and_seed_before_allocating():
+    with pytest.raises(ValueError, match=r"customers x replications must be <= 100,000,000"):
+        exponential_arrays(1.0, 1.0, 10**8, 2, seed=0)
+    with pytest.raises(ValueError, match=r"replications must be <= 100,000"):
+        exponential_arrays(1.0, 1.0, 1, 10**30, seed=0)
+    # A rate of 1e-300 drew gaps of 1e300 s whose sums overflowed to inf, and waits of NaN.
+    with pytest.raises(
+        ValueError, match=r"arrival_rate_per_s must lie in \[1e-06, 1e\+09\] per s, got 1e-300"
+    ):
+        exponential_arrays(1e-300, 1.0, 10, 2, seed=0)
+    with pytest.raises(ValueError, match=r"service_rate_per_s must lie in .* got 1e\+308"):
+        mmc_replications(1.0, 1e308, 1, 10, 2, seed=0)
+    with pytest.raises(TypeError, match=r"seed must be an integer, got None"):
+        exponential_arrays(1.0, 1.0, 10**7, 10, seed=None)  # before the 1.6 GB it would allocate
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "services", "error", "message"),
+    [
+        (
+            [True, False],
+            [1.0, 1.0],
+            TypeError,
+            r"arrival_times_s must be an array of real numbers.*\[True, False\]",
+        ),
+        ("01", [1.0, 1.0], TypeError, r"arrival_times_s must be an array of real numbers.*'01'"),
+        ([0.0, 1.0], None, TypeError, r"service_times_s must be an array of real numbers.*None"),
+        (
+            [0.0, 10**400],
+            [1.0, 1.0],
+            TypeError,
+            r"arrival_times_s must be an array of real numbers.*\[0\.0, 1000",
+        ),
+        ([0.0, 1.0], [1j, 1.0], TypeError, r"service_times_s must be an array of real numbers"),
+        (10**30, 1.0, ValueError, r"arrival_times_s must be .*1-D.*got shape \(\): 1000000"),
+        # regression: sums of such times overflowed to inf and the waits came back inf or NaN
+        (
+            [0.0, 0.0, 0.0],
+            [1e308, 1e308, 1e308],
+            ValueError,
+            r"service_times_s must be <= 1e\+15 s; entry \(0,\)",
+        ),
+        (
+            [0.0, 2e15],
+            [1.0, 1.0],
+            ValueError,
+            r"arrival_times_s must be <= 1e\+15 s; entry \(1,\) is 2000000000000000\.0",
+        ),
+    ],
+)
+def test_hostile_arrays_are_refused_by_name(arrivals, services, error, message):
+    with pytest.raises(error, match=message):
+        fifo_waits_s(arrivals, services, 2)
+
+
+def test_the_largest_times_give_finite_waits():
+    waits = fifo_waits_s([0.0] * 4, [1e15] * 4, 1)
+    assert waits.tolist() == [0.0, 1e15, 2e15, 3e15]
+
+
+def test_blocks_and_chunks_do_not_change_the_numbers(monkeypatch):
+    whole = mmc_replications(3.0, 1.0, 4, 300, 70, seed=5)
+    heap = fastpath._kiefer_wolfowitz_heap(*(a[0] for a in _random_arrays(1, 1000, load=1.5)), 2)
+    monkeypatch.setattr(fastpath, "_BLOCK_NUMBERS", 1000)  # blocks of 3 replications: the heap path
+    monkeypatch.setattr(fastpath, "_HEAP_CHUNK", 7)
+    pd.testing.assert_frame_equal(mmc_replications(3.0, 1.0, 4, 300, 70, seed=5), whole)
+    np.testing.assert_array_equal(
+        fastpath._kiefer_wolfowitz_heap(*(a[0] for a in _random_arrays(1, 1000, load=1.5)), 2), heap
+    )

@@ -7,9 +7,9 @@ time with a hostile value (huge, tiny, NaN, inf, negative, bool, str, list, None
 plus values hypothesis draws) and accepts either a result or a ``ValueError``/``TypeError`` that
 names the argument. A new config is one more line in ``ENTRIES``.
 
-The simulator's configs are imported from ``scaleplay`` (top level) only: they are moving between
-modules. A case that fails in a module owned elsewhere is marked ``xfail(strict=True)`` in
-``KNOWN_FAILURES`` with the value and the exception it gives, for its owner to fix.
+The simulator's configs are imported from ``scaleplay`` (top level), as a reader would. A case known
+to fail is marked ``xfail(strict=True)`` in ``KNOWN_FAILURES`` with the value and the exception it
+gives, until it is fixed (none is, today).
 """
 
 from __future__ import annotations
@@ -773,63 +773,7 @@ ENTRIES: list[Entry] = [
 
 #: Cases that fail in modules owned elsewhere: (entry, field) -> the failing value and exception,
 #: each a strict xfail for the owner to fix ("owner: ..." says whose).
-_SIM = "owner: simulator (scaleplay.sim)"
-_CFG = "owner: simulator/configs (scaleplay.config.regions)"
-_FAST = "owner: fastpath"
-_ALERTS = "owner: alerting/regions (its bins)"
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    ("RegionsConfig", "regions"): f"{_CFG}: regions=None -> TypeError 'NoneType' object is not iterable",
-    ("RegionsConfig", "faults"): f"{_CFG}: faults=None -> TypeError 'NoneType' object is not iterable",
-    (
-        "fifo_waits_s",
-        "servers",
-    ): f"{_FAST}: servers=10**30 -> OverflowError cannot fit 'int' into an index-sized integer",
-    (
-        "mmc_replications",
-        "servers",
-    ): f"{_FAST}: servers=10**30 -> OverflowError cannot fit 'int' into an index-sized integer",
-    (
-        "mmc_replications",
-        "customers",
-    ): f"{_FAST}: customers=10**30 -> ValueError 'Maximum allowed dimension exceeded' (names nothing)",
-    (
-        "mmc_replications",
-        "replications",
-    ): f"{_FAST}: replications=10**30 -> ValueError 'Maximum allowed dimension exceeded' (names nothing)",
-    ("simulate", "horizon_s"): f"{_SIM}: horizon_s=10**30 -> runs past the deadline (a hang), no error",
-    (
-        "simulate",
-        "timeline_step_s",
-    ): f"{_SIM}: timeline_step_s=1e-300 -> runs past the deadline (a hang), no error",
-    (
-        "evaluate_alerts",
-        "step_s",
-    ): f"{_ALERTS}: step_s=1e-300 -> OverflowError Python int too large to convert to C long",
-    (
-        "evaluate_alerts",
-        "horizon_s",
-    ): f"{_ALERTS}: horizon_s=10**30 -> OverflowError Python int too large to convert to C long",
-    (
-        "region_report",
-        "result",
-    ): f"{_ALERTS}: result=None -> AttributeError 'NoneType' object has no attribute 'config'",
-    (
-        "region_report",
-        "step_s",
-    ): f"{_ALERTS}: step_s=1e-300 -> OverflowError Python int too large to convert to C long",
-    (
-        "fault_impact",
-        "faulty",
-    ): f"{_ALERTS}: faulty=None -> AttributeError 'NoneType' object has no attribute 'config'",
-    (
-        "fault_impact",
-        "baseline",
-    ): f"{_ALERTS}: baseline=None -> AttributeError 'NoneType' object has no attribute 'config'",
-    (
-        "fault_impact",
-        "step_s",
-    ): f"{_ALERTS}: step_s=1e-300 -> OverflowError Python int too large to convert to C long",
-}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 # ---- the fuzz test -------------------------------------------------------------------------------

@@ -331,3 +331,78 @@ def test_unknown_origin_names_in_the_arrivals_are_refused():
     arrivals["origin_region"] = ["a", "b", "mars"]
     with pytest.raises(ValueError, match=r"origin_region.*row 2.*mars"):
         simulate(arrivals, config, seed=1)
+
+
+# -- reports: hostile input refused by name, before any work ------------------------------------------
+
+
+def _report_runs():
+    arrivals = poisson_arrivals(5.0, 200, seed=3)
+    faulty = three_regions(faults=(Fault(5.0, "us"),))
+    return simulate(arrivals, faulty, seed=3), simulate(arrivals, three_regions(), seed=3)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        # regressions: None raised AttributeError "'NoneType' object has no attribute 'config'"
+        (
+            lambda f, b: region_report(None, SLO_3S),
+            TypeError,
+            r"result must be a SimulationResult .*got None",
+        ),
+        (
+            lambda f, b: fault_impact(None, b, SLO_3S),
+            TypeError,
+            r"faulty must be a SimulationResult .*got None",
+        ),
+        (
+            lambda f, b: fault_impact(f, None, SLO_3S),
+            TypeError,
+            r"baseline must be a SimulationResult .*got None",
+        ),
+        (
+            lambda f, b: region_report(b.log, SLO_3S),
+            TypeError,
+            r"result must be a SimulationResult.*\(DataFrame\)",
+        ),
+        # regressions: step_s=1e-300 raised OverflowError "Python int too large to convert to C long"
+        (
+            lambda f, b: region_report(b, SLO_3S, step_s=1e-300),
+            ValueError,
+            r"step_s must lie in \[1e-06, 1e\+09\]",
+        ),
+        (lambda f, b: fault_impact(f, b, SLO_3S, step_s=1e-300), ValueError, r"step_s must lie in \[1e-06"),
+        (
+            lambda f, b: region_report(b, SLO_3S, step_s=1e-6),
+            ValueError,
+            r"step_s=1e-06 cuts result.horizon_s=",
+        ),
+        (lambda f, b: region_report(b, SLO_3S, step_s=7.0), ValueError, r"window 5m=300.0 .* step_s=7.0"),
+        (lambda f, b: region_report(b, "slo"), TypeError, r"slo must be an SLO, got 'slo' \(str\)"),
+        (lambda f, b: fault_impact(f, b, None), TypeError, r"slo must be an SLO, got None"),
+    ],
+)
+def test_reports_refuse_hostile_input_by_name(call, error, match):
+    faulty, baseline = _report_runs()
+    with pytest.raises(error, match=match):
+        call(faulty, baseline)
+
+
+def test_fault_impact_names_the_run_without_regions_or_with_other_regions():
+    faulty, baseline = _report_runs()
+    plain = simulate(poisson_arrivals(5.0, 50, seed=3), PlatformConfig(PoolConfig(2, EXPONENTIAL)), seed=3)
+    with pytest.raises(ValueError, match="baseline must come from a platform with regions"):
+        fault_impact(faulty, plain, SLO_3S)
+    other = simulate(
+        poisson_arrivals(5.0, 50, seed=3),
+        PlatformConfig(PoolConfig(2, EXPONENTIAL), regions=RegionsConfig(TWO, ((0, 0), (0, 0)))),
+        seed=3,
+    )
+    with pytest.raises(
+        ValueError, match=r"faulty and baseline must have the same regions, got \['us', 'eu', 'ap'\]"
+    ):
+        fault_impact(faulty, other, SLO_3S)
+    impact = fault_impact(faulty, baseline, SLO_3S)
+    assert list(impact.index) == ["us", "eu", "ap", "all"]
+    assert np.isfinite(impact[["goodput_per_s", "baseline_goodput_per_s", "budget_lost"]].to_numpy()).all()

@@ -38,6 +38,12 @@ days) see a short, noisy window early on and fire far more readily than the work
 The time to detect a constant error rate ``e`` starting from a clean past is
 ``long_window x burn_rate x (1 - target) / e`` (``detection_time_s``): 0.864 minutes for the 1 h
 page at a 100% error rate and a 99.9% target, as the workbook's table says.
+
+Bounds, checked before any work: an SLO's period and a rule's windows at most ``MAX_SPAN_S`` (1e9 s,
+some 32 years), the period at least a second and the windows at least ``MIN_STEP_S`` (1e-6 s); burn
+rates at most ``MAX_BURN_RATE`` (1e16: beyond ``1 / (1 - target)`` for any target a float tells from
+1, so no rule above it could fire); the evaluation grid at most ``MAX_SPAN_S`` long, ``step_s`` at
+least ``MIN_STEP_S``, and at most ``MAX_STEPS`` (10**7) steps.
 """
 
 from __future__ import annotations
@@ -45,16 +51,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 import pandas as pd
 
-from ._validate import check_in, check_positive, check_probability
+from ._validate import _kind, _show, check_in, check_items, check_positive, check_probability, check_range
 from .schema import REQUEST_LOG_COLUMNS, check_columns
 
 __all__ = [
     "SECONDS_PER_DAY",
     "SEVERITIES",
+    "MAX_SPAN_S",
+    "MAX_STEPS",
+    "MIN_STEP_S",
+    "MAX_BURN_RATE",
+    "MIN_REQUESTS_PER_PERIOD",
     "SLO",
     "BurnRateRule",
     "DEFAULT_RULES",
@@ -70,6 +82,18 @@ SEVERITIES: tuple[str, ...] = ("page", "ticket")
 _BEFORE_RUN = ("clean", "absent")
 # Windows must be whole multiples of the grid step, up to this relative rounding.
 _MULTIPLE_TOLERANCE = 1e-9
+#: The longest SLO period, alert window and evaluation grid, in seconds (some 32 years).
+MAX_SPAN_S = 1e9
+#: The most steps of an evaluation grid (each holds a few numbers per window).
+MAX_STEPS = 10_000_000
+#: The shortest grid step, in seconds: a window of ``MAX_SPAN_S`` is then at most 1e15 steps,
+#: which a float counts exactly.
+MIN_STEP_S = 1e-6
+#: The largest burn rate a rule may have: beyond ``1 / (1 - target)`` for every target a float can
+#: tell from 1, so a rule above it could never fire.
+MAX_BURN_RATE = 1e16
+#: The fewest requests per period that size a budget (so that bad requests over it stay finite).
+MIN_REQUESTS_PER_PERIOD = 1e-6
 
 
 @dataclass(frozen=True)
@@ -85,7 +109,7 @@ class SLO:
         object.__setattr__(
             self, "target", check_probability("target", self.target, open_low=True, open_high=True)
         )
-        object.__setattr__(self, "period_s", check_positive("period_s", self.period_s))
+        object.__setattr__(self, "period_s", _check_period("period_s", self.period_s))
 
     @property
     def error_budget(self) -> float:
@@ -104,22 +128,33 @@ class BurnRateRule:
     burn_rate: float
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise ValueError(f"rule name must be an identifier (it names a column), got {self.name!r}")
+        if not isinstance(self.name, str):
+            raise TypeError(
+                f"rule name must be a str (an identifier: it names a column), got {_kind(self.name)}"
+            )
+        if not self.name.isidentifier():
+            raise ValueError(f"rule name must be an identifier (it names a column), got {_show(self.name)}")
         check_in("severity", self.severity, SEVERITIES)
-        long_s = check_positive("long_window_s", self.long_window_s)
-        short_s = check_positive("short_window_s", self.short_window_s)
+        long_s = check_range("long_window_s", self.long_window_s, MIN_STEP_S, MAX_SPAN_S, unit=" s")
+        short_s = check_range("short_window_s", self.short_window_s, MIN_STEP_S, MAX_SPAN_S, unit=" s")
         if short_s > long_s:
             raise ValueError(
-                f"short_window_s must be <= long_window_s={long_s!r} in rule {self.name!r}, got {short_s!r}"
+                f"short_window_s must be <= long_window_s={long_s!r} in rule {_show(self.name)}, "
+                f"got {short_s!r}"
             )
         object.__setattr__(self, "long_window_s", long_s)
         object.__setattr__(self, "short_window_s", short_s)
-        object.__setattr__(self, "burn_rate", check_positive("burn_rate", self.burn_rate))
+        burn_rate = check_range("burn_rate", self.burn_rate, 0.0, MAX_BURN_RATE, open_low=True)
+        object.__setattr__(self, "burn_rate", burn_rate)
 
     def budget_spent_when_firing(self, period_s: float = 30 * SECONDS_PER_DAY) -> float:
-        """The share of a ``period_s`` budget the long window has spent when the rule starts firing."""
-        return self.burn_rate * self.long_window_s / check_positive("period_s", period_s)
+        """The share of a ``period_s`` budget the long window has spent when the rule starts firing
+        (``period_s`` as an SLO's: from 1 s to ``MAX_SPAN_S``)."""
+        return self.burn_rate * self.long_window_s / _check_period("period_s", period_s)
+
+
+def _check_period(name: str, value: object) -> float:
+    return check_range(name, value, 1.0, MAX_SPAN_S, unit=" s")
 
 
 #: The Site Reliability Workbook's recommended rules for a 30-day SLO (chapter 5, table 5-8).
@@ -165,15 +200,53 @@ def window_label(window_s: float) -> str:
     return f"{window_s:g}s"
 
 
+def _check_slo(slo: object) -> SLO:
+    if not isinstance(slo, SLO):
+        raise TypeError(f"slo must be an SLO, got {_kind(slo)}")
+    return slo
+
+
+def _numbers(log: pd.DataFrame, column: str) -> np.ndarray:
+    """A column of real numbers as float64 (missing values as NaN); bools, strings, complex numbers,
+    dates and other objects are refused by name."""
+    values = log[column]
+    dtype = values.dtype
+    real = pd.api.types.is_numeric_dtype(dtype) and not (
+        pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_complex_dtype(dtype)
+    )
+    example = values.iloc[0] if len(values) else None
+    if pd.api.types.is_object_dtype(dtype):  # numbers held as objects will do, one by one
+        odd = (v for v in values if _odd(v))
+        example = next(odd, _ALL_REAL)
+        real = example is _ALL_REAL
+    if not real:
+        raise TypeError(
+            f"log[{column!r}] must hold real numbers (seconds), got {dtype} values such as {_show(example)}"
+        )
+    try:
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    except OverflowError as err:  # an object column holding an int beyond a float
+        raise ValueError(f"log[{column!r}] must hold numbers a float can hold (up to about 1.8e308)") from err
+
+
+_ALL_REAL = object()  # _numbers' marker: no odd value found
+
+
+def _odd(value: object) -> bool:
+    """Not a real number nor a missing value (None, NA, NaN)."""
+    if value is None or value is pd.NA:
+        return False
+    return isinstance(value, bool | np.bool_) or not isinstance(value, Real)
+
+
 def judge_requests(log: pd.DataFrame, slo: SLO) -> pd.Series:
     """Each request's verdict: ``True`` good, ``False`` bad, ``<NA>`` not judged (still in flight)."""
-    if not isinstance(slo, SLO):
-        raise TypeError(f"slo must be an SLO, got {type(slo).__name__}")
+    _check_slo(slo)
     check_columns(log, {c: REQUEST_LOG_COLUMNS[c] for c in ("arrived_s", "outcome", "latency_s")}, "log")
     outcome = log["outcome"]
-    good = (outcome == "completed") & (log["latency_s"] <= slo.latency_s)
-    verdict = pd.Series(good.to_numpy(), index=log.index, dtype="boolean", name="good")
-    verdict[outcome == "in_flight"] = pd.NA
+    good = (outcome == "completed").to_numpy(dtype=bool) & (_numbers(log, "latency_s") <= slo.latency_s)
+    verdict = pd.Series(good, index=log.index, dtype="boolean", name="good")
+    verdict[(outcome == "in_flight").to_numpy(dtype=bool)] = pd.NA
     return verdict
 
 
@@ -187,9 +260,8 @@ def detection_time_s(rule: BurnRateRule, slo: SLO, error_rate: float) -> float:
     add to this.)
     """
     if not isinstance(rule, BurnRateRule):
-        raise TypeError(f"rule must be a BurnRateRule, got {type(rule).__name__}")
-    if not isinstance(slo, SLO):
-        raise TypeError(f"slo must be an SLO, got {type(slo).__name__}")
+        raise TypeError(f"rule must be a BurnRateRule, got {_kind(rule)}")
+    _check_slo(slo)
     error_rate = check_probability("error_rate", error_rate, open_low=True)
     threshold = rule.burn_rate * slo.error_budget
     if error_rate <= threshold:
@@ -198,10 +270,34 @@ def detection_time_s(rule: BurnRateRule, slo: SLO, error_rate: float) -> float:
 
 
 def _steps(name: str, window_s: float, step_s: float) -> int:
-    count = window_s / step_s
+    count = window_s / step_s  # at most MAX_SPAN_S / MIN_STEP_S = 1e15: exact in a float
     if abs(count - round(count)) > _MULTIPLE_TOLERANCE * max(count, 1.0) or round(count) < 1:
         raise ValueError(f"{name}={window_s!r} must be a whole multiple of step_s={step_s!r}")
     return round(count)
+
+
+def _check_step(step_s: object) -> float:
+    return check_range("step_s", step_s, MIN_STEP_S, MAX_SPAN_S, unit=" s")
+
+
+def _check_grid(step_s: float, count: float, what: str) -> None:
+    """Refuse a grid of more than ``MAX_STEPS`` steps (``count``, from ``what``) before allocating it."""
+    if count > MAX_STEPS:
+        raise ValueError(
+            f"step_s={step_s!r} cuts {what} into {count:.4g} steps; at most {MAX_STEPS:,} are allowed, "
+            f"so use a longer step_s or a shorter horizon_s"
+        )
+
+
+def _check_evaluation(slo: object, step_s: object, span_s: float, what: str) -> float:
+    """``slo`` and ``step_s`` checked as ``evaluate_alerts`` with ``DEFAULT_RULES`` over a grid of
+    ``span_s`` (``what`` names it) checks them, before any work; returns ``step_s`` as a float."""
+    _check_slo(slo)
+    step = _check_step(step_s)
+    _check_grid(step, span_s / step, what)
+    for window_s in sorted({w for rule in DEFAULT_RULES for w in (rule.short_window_s, rule.long_window_s)}):
+        _steps(f"window {window_label(window_s)}", window_s, step)
+    return step
 
 
 def _episodes(t_s: np.ndarray, firing: np.ndarray, burn: np.ndarray, rule: BurnRateRule) -> list[dict]:
@@ -240,29 +336,48 @@ def evaluate_alerts(
     arrived at or after ``horizon_s`` are left out. ``requests_per_period`` sizes the budget (default:
     the judged requests scaled from the grid's span to ``slo.period_s``, i.e. traffic goes on at the
     run's mean rate).
+
+    Bounds, checked before any work: ``step_s`` in [``MIN_STEP_S``, ``MAX_SPAN_S``] = [1e-6, 1e9] s,
+    ``horizon_s`` (or, without one, the last arrival) below ``MAX_SPAN_S`` = 1e9 s, at most
+    ``MAX_STEPS`` (10**7) grid steps, ``rules`` a rule or a list or tuple of at most 1000, and
+    ``requests_per_period`` at least ``MIN_REQUESTS_PER_PERIOD`` (1e-6).
     """
-    verdict = judge_requests(log, slo)
-    step_s = check_positive("step_s", step_s)
+    _check_slo(slo)
+    step_s = _check_step(step_s)
+    if horizon_s is not None:
+        horizon_s = check_range("horizon_s", horizon_s, 0.0, MAX_SPAN_S, open_low=True, unit=" s")
+        _check_grid(step_s, horizon_s / step_s, f"horizon_s={horizon_s!r}")
     check_in("before_run", before_run, _BEFORE_RUN)
-    rules = tuple(rules)
+    rules = check_items("rules", rules, BurnRateRule, max_size=1000)
     if not rules:
         raise ValueError("rules must hold at least one BurnRateRule, got none")
-    for rule in rules:
-        if not isinstance(rule, BurnRateRule):
-            raise TypeError(f"rules must hold BurnRateRule objects, got {type(rule).__name__}")
     names = [rule.name for rule in rules]
     if len(set(names)) != len(names):
-        raise ValueError(f"rule names must be unique, got {names}")
+        raise ValueError(f"rules must have unique names, got {_show(names)}")
+    windows = sorted({w for rule in rules for w in (rule.short_window_s, rule.long_window_s)})
+    window_steps = {w: _steps(f"window {window_label(w)}", w, step_s) for w in windows}
+    if requests_per_period is not None:
+        requests_per_period = check_range(
+            "requests_per_period", requests_per_period, MIN_REQUESTS_PER_PERIOD, math.inf
+        )
 
-    arrived = log["arrived_s"].to_numpy(dtype=np.float64)
+    verdict = judge_requests(log, slo)
+    arrived = _numbers(log, "arrived_s")
     judged = ~verdict.isna().to_numpy()
-    if not np.isfinite(arrived).all() or (arrived < 0).any():
-        raise ValueError("log['arrived_s'] must be finite and >= 0")
+    wrong = ~(np.isfinite(arrived) & (arrived >= 0))
+    if wrong.any():
+        row = int(np.flatnonzero(wrong)[0])
+        raise ValueError(f"log['arrived_s'] must be finite and >= 0; row {row} holds {float(arrived[row])!r}")
     if horizon_s is None:
         last = float(arrived.max()) if len(arrived) else 0.0
+        if last >= MAX_SPAN_S:
+            raise ValueError(
+                f"log['arrived_s'] runs to {last!r} s, and the grid (up to past the last arrival) may "
+                f"span at most {MAX_SPAN_S:g} s; pass horizon_s <= {MAX_SPAN_S:g} to cut it"
+            )
+        _check_grid(step_s, last / step_s + 1, f"the run up to its last arrival ({last!r} s)")
         bins = max(1, math.floor(last / step_s) + 1)
     else:
-        horizon_s = check_positive("horizon_s", horizon_s)
         bins = max(1, math.ceil(horizon_s / step_s - _MULTIPLE_TOLERANCE))
     end_s = bins * step_s
 
@@ -272,14 +387,20 @@ def evaluate_alerts(
     good = np.bincount(where[good_flags], minlength=bins).astype(np.float64)
     bad = np.bincount(where[~good_flags], minlength=bins).astype(np.float64)
     total_judged = float(good.sum() + bad.sum())
+    if requests_per_period is None and total_judged == 0:
+        before = "" if horizon_s is None else f" before horizon_s={horizon_s!r}"
+        raise ValueError(
+            f"no request in the log{before} could be judged, so the budget is unknown; pass "
+            f"requests_per_period{'' if horizon_s is None else ' or a later horizon_s'}"
+        )
     clean_per_bin = total_judged / bins if before_run == "clean" else 0.0
 
     cum_good = np.concatenate(([0.0], np.cumsum(good)))
     cum_bad = np.concatenate(([0.0], np.cumsum(bad)))
     index = np.arange(1, bins + 1)  # evaluation k sums bins [k - w, k)
 
-    def burn(window_s: float, label: str) -> np.ndarray:
-        w = _steps(label, window_s, step_s)
+    def burn(window_s: float) -> np.ndarray:
+        w = window_steps[window_s]
         lo = np.maximum(index - w, 0)
         missing = np.maximum(w - index, 0) * clean_per_bin  # the window's part before the run
         bad_w = cum_bad[index] - cum_bad[lo]
@@ -289,19 +410,11 @@ def evaluate_alerts(
 
     t_s = index * step_s
     timeline = pd.DataFrame({"t_s": t_s, "good": good.astype(np.int64), "bad": bad.astype(np.int64)})
-    windows = sorted({w for rule in rules for w in (rule.short_window_s, rule.long_window_s)})
     for window_s in windows:
-        label = window_label(window_s)
-        timeline[f"burn_rate_{label}"] = burn(window_s, f"window {label}")
+        timeline[f"burn_rate_{window_label(window_s)}"] = burn(window_s)
 
     if requests_per_period is None:
-        if total_judged == 0:
-            raise ValueError(
-                "no request in the log could be judged, so the budget is unknown; pass requests_per_period"
-            )
         requests_per_period = total_judged * slo.period_s / end_s
-    else:
-        requests_per_period = check_positive("requests_per_period", requests_per_period)
     budget = slo.error_budget * requests_per_period
 
     episodes: list[dict] = []

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._validate import check_finite, check_int, check_positive, check_probability
+from ._validate import check_finite, check_int, check_positive, check_probability, check_seconds
 from .schema import OUTCOMES, REQUEST_LOG_COLUMNS, TIMELINE_COLUMNS, check_columns
 
 __all__ = [
@@ -267,7 +267,7 @@ def interval_widths(timeline: pd.DataFrame, horizon_s: float | None) -> np.ndarr
             )
         end_s = float(t[-1] + np.median(np.diff(t)))
     else:
-        end_s = check_finite("horizon_s", horizon_s)
+        end_s = check_seconds("horizon_s", horizon_s)
         if len(t) == 0 or end_s <= t[-1]:
             raise ValueError(
                 f"horizon_s must be after the timeline's last interval start "

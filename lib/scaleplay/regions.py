@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from ._validate import check_positive
-from .alerting import SLO, evaluate_alerts
+from ._validate import _kind, _show
+from .alerting import MAX_SPAN_S, SLO, _check_evaluation, evaluate_alerts
 from .config import Fault, Region, RegionsConfig
 from .sim import SimulationResult
 
@@ -63,6 +63,26 @@ def _summary(log: pd.DataFrame, slo: SLO, horizon_s: float, step_s: float) -> di
     }
 
 
+def _check_result(name: str, result: object) -> SimulationResult:
+    """A SimulationResult of a platform with regions, its horizon short enough for the alert grid."""
+    if not isinstance(result, SimulationResult):
+        raise TypeError(f"{name} must be a SimulationResult (what simulate returns), got {_kind(result)}")
+    if result.config.regions is None:
+        raise ValueError(f"{name} must come from a platform with regions (PlatformConfig.regions)")
+    horizon_s = result.horizon_s
+    if not (0 < horizon_s <= MAX_SPAN_S):
+        raise ValueError(
+            f"{name}.horizon_s must lie in (0, {MAX_SPAN_S:g}] s for the grid, got {horizon_s!r}"
+        )
+    return result
+
+
+def _checked(name: str, result: object, slo: object, step_s: object) -> tuple[SimulationResult, float]:
+    result = _check_result(name, result)
+    step_s = _check_evaluation(slo, step_s, result.horizon_s, f"{name}.horizon_s={result.horizon_s!r}")
+    return result, step_s
+
+
 def region_report(result: SimulationResult, slo: SLO, *, step_s: float = 60.0) -> pd.DataFrame:
     """One row per origin region (what its users saw) and a last row ``"all"``.
 
@@ -72,15 +92,15 @@ def region_report(result: SimulationResult, slo: SLO, *, step_s: float = 60.0) -
     the SLO's period error budget the run spent, from ``alerting.evaluate_alerts`` on that region's
     requests, so each region's budget is sized by its own traffic), ``served_elsewhere`` (requests
     served outside their users' nearest region: failover or spill) and ``retried`` (requests that
-    lost a batch to a fault).
+    lost a batch to a fault). ``good_share`` and ``budget_consumed`` are NaN for a region with no
+    judged request, ``p99_s`` for one with no completed request.
+
+    ``result`` must be a ``SimulationResult`` of a platform with regions; ``step_s`` is the grid of
+    ``alerting.evaluate_alerts`` (from 1e-6 s, every rule's window a whole multiple of it, at most
+    10**7 steps over the run's horizon), checked before any work.
     """
-    config = result.config
-    if config.regions is None:
-        raise ValueError("result must come from a platform with regions (PlatformConfig.regions)")
-    if not isinstance(slo, SLO):
-        raise TypeError(f"slo must be an SLO, got {type(slo).__name__}")
-    step_s = check_positive("step_s", step_s)
-    regions = config.regions
+    result, step_s = _checked("result", result, slo, step_s)
+    regions = result.config.regions
     log = result.log
     nearest = np.array(
         [regions.names[regions.preference(a)[0]] for a in range(len(regions.names))], dtype=object
@@ -106,10 +126,19 @@ def fault_impact(
     ``p99_s`` and ``baseline_p99_s``, ``budget_consumed`` and ``baseline_budget_consumed``, and
     ``budget_lost`` (the difference: the share of the period's error budget the fault spent).
     Run both with the same arrivals and seed so that the difference is the fault's alone.
+    ``goodput_ratio`` is NaN where the baseline had no goodput. Both runs, ``slo`` and ``step_s`` are
+    checked as ``region_report`` checks them, and the two runs must have the same regions, before any
+    work.
     """
+    faulty, step_s = _checked("faulty", faulty, slo, step_s)
+    baseline, _ = _checked("baseline", baseline, slo, step_s)
+    hit_names, base_names = faulty.config.regions.names, baseline.config.regions.names
+    if list(hit_names) != list(base_names):
+        raise ValueError(
+            f"faulty and baseline must have the same regions, got {_show(list(hit_names))} and "
+            f"{_show(list(base_names))}"
+        )
     hit, base = region_report(faulty, slo, step_s=step_s), region_report(baseline, slo, step_s=step_s)
-    if list(hit.index) != list(base.index):
-        raise ValueError(f"the runs have different regions: {list(hit.index)} and {list(base.index)}")
     out = pd.DataFrame(
         {
             "goodput_per_s": hit["goodput_per_s"],
