@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -118,3 +119,23 @@ def assert_outcomes_balance(log: pd.DataFrame, timeline: pd.DataFrame, arrivals:
     for name in ("rejected", "completed", "timed_out"):
         assert timeline[name].sum() == (log["outcome"] == name).sum(), name
     assert timeline["arrived"].sum() == len(log)
+
+
+def finishes(call: Callable[[], object], seconds: float = 60.0) -> object:
+    """Run ``call`` in a daemon thread: its result, or a failure if it is still running after ``seconds``
+    (a guard against a loop that never ends, not a speed test)."""
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - handed back to the test
+            box["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

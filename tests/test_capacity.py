@@ -1,10 +1,10 @@
 """The users-to-GPUs chain, checked by hand on round numbers."""
 
 import math
-import threading
 
 import pytest
 
+from conftest import finishes
 from scaleplay import queueing
 from scaleplay.capacity import (
     HOURS_PER_MONTH,
@@ -94,28 +94,10 @@ def test_fleet_at_load_flags_an_overloaded_fleet():
 # ---- bad and extreme input: a clear error or a finite answer, in bounded time --------------------
 
 
-def _finishes(call, seconds=60.0):
-    """``call``'s result, or a failure if it is still running after ``seconds`` (a hang guard)."""
-    box = {}
-
-    def target():
-        try:
-            box["value"] = call()
-        except BaseException as error:  # noqa: BLE001 - handed back to the test
-            box["error"] = error
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still running after {seconds} s"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
 
 def test_fleet_at_load_refuses_a_fleet_beyond_the_bound_and_foreign_inputs():
     with pytest.raises(ValueError, match="replicas"):
-        _finishes(lambda: fleet_at_load(10**12, 1.0))
+        finishes(lambda: fleet_at_load(10**12, 1.0))
     with pytest.raises(TypeError, match="inputs must be EnvelopeInputs"):
         fleet_at_load(3, 1.0, "fast")
     with pytest.raises(ValueError, match="peak_rps"):
@@ -128,9 +110,9 @@ def test_fleet_at_load_refuses_a_fleet_beyond_the_bound_and_foreign_inputs():
 
 def test_envelope_names_the_users_it_cannot_size():
     with pytest.raises(ValueError, match="daily_active_users"):
-        _finishes(lambda: envelope(1e308))
+        finishes(lambda: envelope(1e308))
     with pytest.raises(ValueError, match="daily_active_users"):
-        _finishes(lambda: envelope(10**30))
+        finishes(lambda: envelope(10**30))
     with pytest.raises(TypeError, match="users must be an iterable"):
         envelope_table(5)
     with pytest.raises(ValueError, match=r"users\[1\]"):
@@ -147,4 +129,4 @@ def test_staffing_table_names_its_loads():
     with pytest.raises(TypeError, match=r"offered_loads\[0\]"):
         staffing_table(["100"], 0.2)
     with pytest.raises(ValueError, match=r"offered_loads\[0\] must be <"):
-        _finishes(lambda: staffing_table([1e308], 0.2))
+        finishes(lambda: staffing_table([1e308], 0.2))

@@ -1,10 +1,10 @@
 """The analytic formulas against published values and against each other."""
 
 import math
-import threading
 
 import pytest
 
+from conftest import finishes
 from scaleplay import queueing as q
 
 
@@ -114,25 +114,6 @@ def test_non_integer_servers_is_a_type_error():
 # ---- bad and extreme inputs: a clear error or a finite answer, in bounded time -------------------
 
 
-def _finishes(call, seconds=60.0):
-    """Run ``call`` in a daemon thread: its result, or a failure if it is still running after ``seconds``
-    (a guard against a loop that never ends, not a speed test)."""
-    box = {}
-
-    def target():
-        try:
-            box["value"] = call()
-        except BaseException as error:  # noqa: BLE001 - handed back to the test
-            box["error"] = error
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still running after {seconds} s"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
 
 def _erlang_b_recursion(c, a):
     blocking = 1.0
@@ -154,25 +135,25 @@ def test_erlang_b_matches_the_recursion(servers, load_per_server):
 
 def test_a_billion_servers_take_bounded_time_and_more_are_refused():
     # At c = a the blocking is about sqrt(2 / (pi c)) (Jagerman); the old recursion looped c times.
-    b = _finishes(lambda: q.erlang_b(10**9, 1e9))
+    b = finishes(lambda: q.erlang_b(10**9, 1e9))
     assert b == pytest.approx(math.sqrt(2 / (math.pi * 1e9)), rel=1e-3)
-    assert 0 < _finishes(lambda: q.erlang_c(10**9, 0.9999e9)) < 1
-    assert 0 < _finishes(lambda: q.mmc_mean_wait_s(0.9999e9, 1.0, 10**9)) < 1
+    assert 0 < finishes(lambda: q.erlang_c(10**9, 0.9999e9)) < 1
+    assert 0 < finishes(lambda: q.mmc_mean_wait_s(0.9999e9, 1.0, 10**9)) < 1
     for call in (
         lambda: q.erlang_b(10**12, 5.0),
         lambda: q.erlang_c(10**12, 5.0),
         lambda: q.mmc_wait_quantile_s(1.0, 1.0, 10**30, 0.9),
     ):
         with pytest.raises(ValueError, match="servers must be <="):
-            _finishes(call)
+            finishes(call)
 
 
 def test_min_servers_takes_bounded_time_and_refuses_what_no_fleet_could_be():
     with pytest.raises(ValueError, match="offered_load"):
-        _finishes(lambda: q.min_servers_for_wait_probability(1e308, 0.5))
+        finishes(lambda: q.min_servers_for_wait_probability(1e308, 0.5))
     with pytest.raises(ValueError, match="offered_load"):
-        _finishes(lambda: q.min_servers_for_wait_probability(10**30, 0.5))
-    c = _finishes(lambda: q.min_servers_for_wait_probability(1e8, 0.2))
+        finishes(lambda: q.min_servers_for_wait_probability(10**30, 0.5))
+    c = finishes(lambda: q.min_servers_for_wait_probability(1e8, 0.2))
     assert q.erlang_c(c, 1e8) <= 0.2 < q.erlang_c(c - 1, 1e8)
     assert q.min_servers_for_wait_probability(0.0, 0.5) == 1
     assert q.min_servers_for_wait_probability(3.5, 1.0) == 4  # any stable fleet

@@ -18,6 +18,8 @@ import reprlib
 from collections.abc import Mapping
 from numbers import Integral, Real
 
+import numpy as np
+
 __all__ = [
     "MAX_TOKENS",
     "MAX_PRIORITY",
@@ -36,6 +38,7 @@ __all__ = [
     "check_seconds",
     "check_numbers",
     "check_items",
+    "check_real_array",
 ]
 
 #: The most tokens one request may hold (prompt or output): far beyond any context window.
@@ -189,6 +192,28 @@ def check_numbers(name: str, value: object, *, size: int | None = None, max_size
         except OverflowError:
             out.append(math.copysign(math.inf, item))  # type: ignore[arg-type]
     return out
+
+
+def check_real_array(name: str, values: object) -> np.ndarray:
+    """``values`` (a number or an array-like of numbers) as a float array; strings, bools, ``None``,
+    ragged nests and numbers beyond a float refused. Finiteness is the caller's to check."""
+    problem = f"{name} must be a real number or an array of them, got {_show(values)}"
+    if isinstance(values, str | bytes | bool) or values is None:
+        raise TypeError(problem)
+    try:
+        raw = np.asarray(values)
+    except (ValueError, TypeError) as error:  # ragged nests
+        raise TypeError(problem) from error
+    if raw.dtype.kind == "O":  # e.g. Python ints too large for int64: each must be a real number
+        if not all(isinstance(v, Real) and not isinstance(v, bool) for v in raw.ravel()):
+            raise TypeError(problem)
+        try:
+            raw = raw.astype(np.float64)
+        except OverflowError as error:
+            raise ValueError(problem + " (an entry overflows a float)") from error
+    elif raw.dtype.kind not in "iuf":
+        raise TypeError(problem + f" (of dtype {raw.dtype})")
+    return raw.astype(np.float64)
 
 
 def check_items(name: str, value: object, kind: type | tuple[type, ...], *, max_size: int = 10_000) -> tuple:

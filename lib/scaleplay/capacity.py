@@ -16,14 +16,13 @@ the coarse model of this first step; the simulator refines it (batches, bursts, 
 from __future__ import annotations
 
 import math
-import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
 
 from . import queueing
-from ._validate import check_int, check_non_negative, check_positive, check_probability
+from ._validate import _show, check_int, check_non_negative, check_positive, check_probability
 from .queueing import MAX_SERVERS
 
 __all__ = [
@@ -39,15 +38,6 @@ __all__ = [
 SECONDS_PER_DAY = 86_400.0
 #: 365 days x 24 h / 12 months: the hours a cloud bill counts in an average month.
 HOURS_PER_MONTH = 730.0
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 80
-
-
-def _show(value: object) -> str:
-    """The value's repr, cut to at most 80 characters."""
-    text = _REPR.repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _numbers(name: str, values: object) -> list[object]:

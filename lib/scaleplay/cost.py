@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import csv
 import math
-import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -45,7 +44,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from ._validate import check_in, check_int, check_non_negative, check_positive, check_probability
+from ._validate import _show, check_in, check_int, check_non_negative, check_positive, check_probability
 from .capacity import HOURS_PER_MONTH
 from .metrics import busy_intervals, interval_widths
 from .schema import REQUEST_LOG_COLUMNS, TIMELINE_COLUMNS, check_columns
@@ -99,15 +98,6 @@ _CSV = "prices.csv"
 MAX_GPUS = 10**9
 #: The most intervals ``gpu_profile`` builds.
 MAX_GRID_POINTS = 10_000_000
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 80
-
-
-def _show(value: object) -> str:
-    """The value's repr, cut to at most 80 characters."""
-    text = _REPR.repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass(frozen=True)

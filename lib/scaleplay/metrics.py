@@ -16,15 +16,21 @@ Student t half-width.
 from __future__ import annotations
 
 import math
-import reprlib
 from collections.abc import Sequence
-from numbers import Real
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._validate import check_finite, check_int, check_positive, check_probability, check_seconds
+from ._validate import (
+    _show,
+    check_finite,
+    check_int,
+    check_positive,
+    check_probability,
+    check_real_array,
+    check_seconds,
+)
 from .schema import OUTCOMES, REQUEST_LOG_COLUMNS, TIMELINE_COLUMNS, check_columns
 
 __all__ = [
@@ -53,16 +59,6 @@ STAGES: dict[str, tuple[str, str]] = {
     "model": ("model_start_s", "model_end_s"),
     "response": ("model_end_s", "responded_s"),
 }
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 80
-
-
-def _show(value: object) -> str:
-    """The value's repr, cut to at most 80 characters."""
-    text = _REPR.repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _need(frame: object, name: str, table: dict[str, tuple[str, str]], columns: Sequence[str]) -> None:
@@ -411,23 +407,7 @@ def _t_critical(confidence: float, df: int) -> float:
 
 def _finite_vector(name: str, values: object) -> np.ndarray:
     """``values`` as a 1-D float array of finite real numbers (no strings, bools or ragged nests)."""
-    problem = f"{name} must be a 1-D sequence of finite real numbers, got {_show(values)}"
-    if isinstance(values, (str, bytes)) or values is None:
-        raise TypeError(problem)
-    try:
-        raw = np.asarray(values)
-    except (ValueError, TypeError) as error:  # ragged nests
-        raise TypeError(problem) from error
-    if raw.dtype.kind == "O":  # e.g. Python ints too large for int64: each must be a real number
-        if not all(isinstance(v, Real) and not isinstance(v, bool) for v in raw.ravel()):
-            raise TypeError(problem)
-        try:
-            raw = raw.astype(np.float64)
-        except OverflowError as error:
-            raise ValueError(problem + " (an entry overflows a float)") from error
-    elif raw.dtype.kind not in "iuf":
-        raise TypeError(problem + f" (of dtype {raw.dtype})")
-    out = raw.astype(np.float64)
+    out = check_real_array(name, values)
     if out.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {out.shape}")
     if not np.isfinite(out).all():

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import reprlib
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -51,7 +50,7 @@ from tqdm import tqdm
 
 from . import queueing
 from ._validate import MAX_REPLICAS as _MAX_REPLICAS
-from ._validate import check_int, check_non_negative, check_positive, check_probability
+from ._validate import _show, check_int, check_non_negative, check_positive, check_probability
 from .capacity import HOURS_PER_MONTH
 from .cost import load_prices
 from .metrics import latency_percentiles, mean_batch_size, outcome_shares, utilization
@@ -122,15 +121,6 @@ MAX_BATCH_SIZE = 10_000
 MAX_REPLICATIONS = 1_000
 #: The most windows ``peak_start_s`` compares.
 MAX_GRID_POINTS = 10_000_000
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 80
-
-
-def _show(value: object) -> str:
-    """The value's repr, cut to at most 80 characters."""
-    text = _REPR.repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _check_bool(name: str, value: object) -> bool:

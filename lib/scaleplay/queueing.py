@@ -23,12 +23,11 @@ queue M/M^[b]/1 covers a replica that serves up to ``b`` waiting requests in one
 from __future__ import annotations
 
 import math
-import reprlib
 
 import numpy as np
 from scipy import optimize, special
 
-from ._validate import check_finite, check_int, check_non_negative, check_positive, check_probability
+from ._validate import _show, check_finite, check_int, check_non_negative, check_positive, check_probability
 
 __all__ = [
     "MAX_SERVERS",
@@ -51,15 +50,6 @@ __all__ = [
 #: The most servers (and the largest batch) the formulas take: far beyond any fleet, and the range in
 #: which they keep about 12 significant digits.
 MAX_SERVERS = 10**9
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 80
-
-
-def _show(value: object) -> str:
-    """The value's repr, cut to at most 80 characters."""
-    text = _REPR.repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _finite_result(value: float, cause: str) -> float:

@@ -32,47 +32,15 @@ linear in ``B`` with one kink at the ridge, so ``RooflineFit.service_time`` hand
 from __future__ import annotations
 
 import math
-import reprlib
 from dataclasses import dataclass
-from numbers import Real
 
 import numpy as np
 from scipy import optimize
 
-from ._validate import check_int, check_non_negative, check_positive
+from ._validate import _show, check_int, check_non_negative, check_positive, check_real_array
 from .profiles import TabulatedServiceTime
 
 __all__ = ["StepTraffic", "roofline_time_s", "RooflineFit", "fit_roofline"]
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 80
-
-
-def _show(value: object) -> str:
-    """The value's repr, cut to at most 80 characters."""
-    text = _REPR.repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _real_array(name: str, values: object) -> np.ndarray:
-    """``values`` (a number or an array-like of numbers) as a float array; strings and bools refused."""
-    problem = f"{name} must be a real number or an array of them, got {_show(values)}"
-    if isinstance(values, (str, bytes, bool)) or values is None:
-        raise TypeError(problem)
-    try:
-        raw = np.asarray(values)
-    except (ValueError, TypeError) as error:
-        raise TypeError(problem) from error
-    if raw.dtype.kind == "O":
-        if not all(isinstance(v, Real) and not isinstance(v, bool) for v in raw.ravel()):
-            raise TypeError(problem)
-        try:
-            raw = raw.astype(np.float64)
-        except OverflowError as error:
-            raise ValueError(problem + " (an entry overflows a float)") from error
-    elif raw.dtype.kind not in "iuf":
-        raise TypeError(problem + f" (of dtype {raw.dtype})")
-    return raw.astype(np.float64)
 
 
 def _finite_out(name: str, value: float | np.ndarray, inputs: str) -> float | np.ndarray:
@@ -132,7 +100,7 @@ class StepTraffic:
 
 
 def _batch(batch_size: float | np.ndarray) -> float | np.ndarray:
-    b = _real_array("batch_size", batch_size)
+    b = check_real_array("batch_size", batch_size)
     if not np.all(np.isfinite(b)) or np.any(b < 1):
         raise ValueError(f"batch_size must be >= 1 and finite, got {_show(batch_size)}")
     return float(b) if b.ndim == 0 else b
@@ -334,8 +302,8 @@ def fit_roofline(
         raise TypeError(f"traffic must be a StepTraffic, got {type(traffic).__name__}")
     fixed = None if overhead_s is None else check_non_negative("overhead_s", overhead_s)
     unknowns = 3 if fixed is None else 2
-    sizes = _real_array("batch_sizes", batch_sizes)
-    times = _real_array("seconds", seconds)
+    sizes = check_real_array("batch_sizes", batch_sizes)
+    times = check_real_array("seconds", seconds)
     if sizes.ndim != 1 or times.ndim != 1 or sizes.size != times.size:
         raise ValueError(
             "batch_sizes and seconds must be 1-D and of one length, "

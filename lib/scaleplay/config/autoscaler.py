@@ -34,6 +34,7 @@ from .._validate import (
     check_range,
     check_seconds,
 )
+from ._fields import _optional, _set
 
 if TYPE_CHECKING:
     from ..profiles import ModelSpec
@@ -45,16 +46,6 @@ AUTOSCALE_METRICS: tuple[str, ...] = ("utilization", "concurrency")
 
 # Slack so that a load of exactly ``k x target`` asks for ``k`` replicas despite rounding.
 _CEIL_SLACK = 1e-9
-
-
-def _set(obj: object, name: str, value: object) -> None:
-    object.__setattr__(obj, name, value)
-
-
-def _optional(
-    check: Callable[..., object], name: str, value: object, *args: float, **kwargs: object
-) -> object:
-    return None if value is None else check(name, value, *args, **kwargs)
 
 
 def _ceil(x: float) -> int:

@@ -33,13 +33,13 @@ small model's pool, and the surge controller's knobs turn every region's large p
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .._validate import MAX_COUNT, MAX_PRIORITY, check_int, check_probability, check_range, check_seconds
 from ..profiles import MAX_BATCH_SIZE
+from ._fields import _optional, _set
 from .pool import PoolConfig
 
 __all__ = [
@@ -55,16 +55,6 @@ __all__ = [
 
 #: The surge controller's modes, least to most severe; the Timeline's ``mode`` column holds these.
 MODES: tuple[str, ...] = ("normal", "surge", "emergency")
-
-
-def _set(obj: object, name: str, value: object) -> None:
-    object.__setattr__(obj, name, value)
-
-
-def _optional(
-    check: Callable[..., object], name: str, value: object, *args: float, **kwargs: object
-) -> object:
-    return None if value is None else check(name, value, *args, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .._validate import MAX_COUNT, MAX_PRIORITY, check_int, check_probability, check_range, check_seconds
+from ._fields import _optional, _set
 from .controls import CascadeConfig, ModeControllerConfig, OverflowConfig, TimeBoxConfig
 from .pool import PoolConfig
 from .regions import RegionsConfig
 
 __all__ = ["GatewayConfig", "IngestionConfig", "PlatformConfig"]
-
-
-def _set(obj: object, name: str, value: object) -> None:
-    object.__setattr__(obj, name, value)
-
-
-def _optional(
-    check: Callable[..., object], name: str, value: object, *args: float, **kwargs: object
-) -> object:
-    return None if value is None else check(name, value, *args, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from .._validate import MAX_REPLICAS, check_in, check_int, check_seconds
 from ..profiles import MAX_BATCH_SIZE, ServiceTime
+from ._fields import _set
 from .autoscaler import AutoscalerConfig
 
 __all__ = ["POLICIES", "RESERVED_NAMES", "BatcherConfig", "PoolConfig"]
@@ -15,10 +16,6 @@ RESERVED_NAMES: tuple[str, ...] = ("cache", "human")
 
 #: How a pool hands requests to its replicas.
 POLICIES: tuple[str, ...] = ("shared_queue", "round_robin", "join_shortest_queue", "power_of_two")
-
-
-def _set(obj: object, name: str, value: object) -> None:
-    object.__setattr__(obj, name, value)
 
 
 @dataclass(frozen=True)

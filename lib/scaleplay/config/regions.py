@@ -49,16 +49,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import MAX_COUNT, MAX_REPLICAS, check_int, check_items, check_probability, check_seconds
+from ._fields import _set
 from .pool import RESERVED_NAMES, PoolConfig
 
 __all__ = ["Region", "Fault", "RegionsConfig", "check_origin_names"]
 
 # Shares must sum to 1 up to this rounding.
 _SHARE_TOLERANCE = 1e-9
-
-
-def _set(obj: object, name: str, value: object) -> None:
-    object.__setattr__(obj, name, value)
 
 
 @dataclass(frozen=True)
