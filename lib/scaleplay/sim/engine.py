@@ -10,7 +10,9 @@ with regions, ``"balancer..."`` likewise, ``"ingestion"``, ``"timebox"`` and ``"
 
 from __future__ import annotations
 
+import gc
 import math
+from array import array
 
 import numpy as np
 import simpy
@@ -31,6 +33,30 @@ from .replica import OneAtATime, StaticBatcher, delay_until
 from .requests import Requests
 from .response import LatencyWindow, NoLatencyWindow, Responses
 from .router import GeoRouter, Router
+
+
+class BatchRecord:
+    """Every batch the run started, one typed array per field (no boxed floats): its start and end
+    (a fault may end it early), the replica, the requests in it and the pool's index."""
+
+    __slots__ = ("start_s", "end_s", "replica", "size", "pool")
+
+    def __init__(self) -> None:
+        self.start_s, self.end_s = array("d"), array("d")
+        self.replica, self.size, self.pool = array("q"), array("q"), array("q")
+
+    def __len__(self) -> int:
+        return len(self.start_s)
+
+    def add(self, start_s: float, end_s: float, replica: int, size: int, pool: int) -> int:
+        """Record a batch; its number."""
+        k = len(self.start_s)
+        self.start_s.append(start_s)
+        self.end_s.append(end_s)
+        self.replica.append(replica)
+        self.size.append(size)
+        self.pool.append(pool)
+        return k
 
 
 def is_plain(config: PlatformConfig) -> bool:
@@ -83,7 +109,7 @@ class Platform:
         self.requests = Requests(columns)
         self.lines: list[Line] = []
         self.pools: list[Pool] = []
-        self.batches: list[tuple[float, float, int, int, int]] = []  # start_s, end_s, replica, size, pool
+        self.batches = BatchRecord()
         self.provisioning: list[list[float]] = []  # pool, replica, requested_s, ready_s, end_s
         self.mode_changes: list[tuple[float, int]] = []
         window = LatencyWindow(self) if config.modes is not None else NoLatencyWindow()
@@ -189,6 +215,18 @@ class Platform:
 
     # -- running --------------------------------------------------------------------------------------
     def run(self, progress: bool) -> None:
+        """Run to the horizon (or until every request has its outcome). Python's cyclic garbage
+        collector is paused meanwhile: a run makes no garbage cycles, and each collection would walk
+        every object alive, the caller's included, millions of times over a long run."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._run(progress)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _run(self, progress: bool) -> None:
         env, horizon_s = self.env, self.horizon_s
         end_s = horizon_s if horizon_s is not None else (self.requests.t[-1] if self.requests.n else 0.0)
         if progress and end_s > 0:

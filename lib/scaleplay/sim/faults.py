@@ -65,8 +65,8 @@ class FaultInjector:
         """A batch died with its replica: end its record now and retry its requests, oldest first."""
         platform = self.platform
         requests = platform.requests
-        start_s, _, r, size, index = platform.batches[k]
-        platform.batches[k] = (start_s, now, r, size, index)
+        platform.batches.end_s[k] = now
+        size = len(batch)
         replica.in_service -= size
         platform.gateway.backlog += size
         pool.site.backlog += size

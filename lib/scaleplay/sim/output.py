@@ -242,13 +242,13 @@ def request_log(
     cascade, timebox = config.cascade, config.timebox
     state = as_numpy(requests.state, np.int8)
     batch_of = as_numpy(requests.batch_of, np.int64)
-    table = np.asarray(model.batches, dtype=np.float64).reshape(-1, 5)
+    record = model.batches
     batches = {
-        "start_s": table[:, 0],
-        "end_s": table[:, 1],
-        "replica": table[:, 2].astype(np.int64),
-        "size": table[:, 3].astype(np.int64),
-        "pool": table[:, 4].astype(np.int64),
+        "start_s": as_numpy(record.start_s, np.float64),
+        "end_s": as_numpy(record.end_s, np.float64),
+        "replica": as_numpy(record.replica, np.int64),
+        "size": as_numpy(record.size, np.int64),
+        "pool": as_numpy(record.pool, np.int64),
     }
     served = batch_of >= 0
 

@@ -176,6 +176,7 @@ class Replica:
         "index",
         "line",
         "rng",
+        "timer",
         "in_service",
         "status",
         "serving",

@@ -12,12 +12,13 @@ cut a batch short: its requests go back to a line (``sim.faults``).
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
+import numpy as np
 import simpy
 
-from ..profiles import raw_batch_time
+from ..profiles import RandomServiceTime, ServiceTime, raw_batch_time
 
 if TYPE_CHECKING:
     from .pool import Pool, Replica
@@ -34,6 +35,28 @@ def delay_until(now: float, target: float) -> float:
     return max(d, 0.0)
 
 
+#: Unit exponentials drawn at a time for an exponential service.
+_BLOCK = 4096
+
+
+def batch_timer(service: ServiceTime, rng: np.random.Generator) -> Callable[[int, int, int], float]:
+    """``(batch size, prompt tokens, longest output) -> seconds`` on a replica's own stream. An
+    exponential service draws its unit exponentials a block at a time: the same numbers, in the same
+    order, as one ``rng.exponential`` per batch, for a fraction of the calls."""
+    if not (isinstance(service, RandomServiceTime) and service.distribution == "exponential"):
+        raw = raw_batch_time(service)
+        return lambda size, tokens_in, tokens_out: raw(size, tokens_in, tokens_out, rng)
+    mean_s = raw_batch_time(service.base)
+    block: list[float] = []
+
+    def seconds(size: int, tokens_in: int, tokens_out: int) -> float:
+        if not block:
+            block.extend(rng.standard_exponential(_BLOCK)[::-1].tolist())
+        return mean_s(size, tokens_in, tokens_out, rng) * block.pop()
+
+    return seconds
+
+
 class StaticBatcher:
     """The slots of every replica of a pool: form a batch, run it to its longest answer."""
 
@@ -44,6 +67,7 @@ class StaticBatcher:
         env = self.pool.platform.env
         slots = self.pool.config.batcher.max_concurrent_batches
         for replica in self.pool.replicas:
+            replica.timer = batch_timer(self.pool.config.service, replica.rng)  # its slots share it
             for _ in range(slots):
                 env.process(self.slot(replica))
 
@@ -54,8 +78,8 @@ class StaticBatcher:
         state, batch_of, joined = requests.state, requests.batch_of, requests.joined
         tokens_in, tokens_out = requests.tokens_in, requests.tokens_out
         service_s = requests.service_s if pool.own_times else None
-        batch_time_s, purge = raw_batch_time(pool.config.service), platform.deadlines.purge
-        gateway, site, line, rng, r = platform.gateway, pool.site, replica.line, replica.rng, replica.index
+        batch_time_s, purge = replica.timer, platform.deadlines.purge
+        gateway, site, line, r = platform.gateway, pool.site, replica.line, replica.index
         index, faulty = pool.index, platform.faulty
         on_end_scale, on_end_exit = pool.autoscaler.on_batch_end, pool.exit.on_batch_end
         while True:
@@ -85,18 +109,17 @@ class StaticBatcher:
                 if service_s is not None:
                     duration_s = service_s[i]
                 else:
-                    duration_s = batch_time_s(1, tokens_in[i], tokens_out[i], rng)
+                    duration_s = batch_time_s(1, tokens_in[i], tokens_out[i])
             else:
                 total_in, longest_out = line.tokens(batch, tokens_in, tokens_out)
-                duration_s = batch_time_s(size, total_in, longest_out, rng)
+                duration_s = batch_time_s(size, total_in, longest_out)
             if not 0.0 <= duration_s < math.inf:
                 raise ValueError(
                     f"service.batch_time_s({size}, ...) returned {duration_s!r}; a batch time must be "
                     "finite and >= 0"
                 )
-            k = len(recorder)
+            k = recorder.add(now, now + duration_s, r, size, index)
             line.stamp(batch, k, state, batch_of)
-            recorder.append((now, now + duration_s, r, size, index))
             gateway.backlog -= size
             site.backlog -= size
             replica.in_service += size
@@ -129,6 +152,7 @@ class OneAtATime(StaticBatcher):
     def start(self) -> None:
         pool = self.pool
         for replica in pool.replicas:
+            replica.timer = batch_timer(pool.config.service, replica.rng)  # its slots share it
             for _ in range(pool.config.batcher.max_concurrent_batches):
                 replica.line.idle_slots.append(_Slot(self, replica))
 
@@ -137,7 +161,7 @@ class _Slot:
     """One slot of ``OneAtATime``: it quacks like the simpy event an idle slot waits on."""
 
     __slots__ = (
-        "triggered", "pool", "replica", "env", "line", "rng", "time_s", "requests", "service_s",
+        "triggered", "pool", "replica", "env", "line", "time_s", "requests", "service_s",
         "recorder", "gateway", "site", "index",
     )  # fmt: skip
 
@@ -145,14 +169,8 @@ class _Slot:
         pool = batcher.pool
         platform = pool.platform
         self.triggered = False
-        self.pool, self.replica, self.env, self.line, self.rng = (
-            pool,
-            replica,
-            platform.env,
-            replica.line,
-            replica.rng,
-        )
-        self.time_s = raw_batch_time(pool.config.service)
+        self.pool, self.replica, self.env, self.line = pool, replica, platform.env, replica.line
+        self.time_s = replica.timer
         self.requests, self.recorder = platform.requests, platform.batches
         self.service_s = platform.requests.service_s if pool.own_times else None
         self.gateway, self.site, self.index = platform.gateway, pool.site, pool.index
@@ -169,15 +187,13 @@ class _Slot:
         if self.service_s is not None:
             duration_s = self.service_s[i]
         else:
-            duration_s = self.time_s(1, requests.tokens_in[i], requests.tokens_out[i], self.rng)
+            duration_s = self.time_s(1, requests.tokens_in[i], requests.tokens_out[i])
             if not 0.0 <= duration_s < math.inf:
                 raise ValueError(
                     f"service.batch_time_s(1, ...) returned {duration_s!r}; a batch time must be finite "
                     "and >= 0"
                 )
-        recorder = self.recorder
-        requests.batch_of[i] = len(recorder)
-        recorder.append((now, now + duration_s, self.replica.index, 1, self.index))
+        requests.batch_of[i] = self.recorder.add(now, now + duration_s, self.replica.index, 1, self.index)
         self.gateway.backlog -= 1
         self.site.backlog -= 1
         self.replica.in_service += 1

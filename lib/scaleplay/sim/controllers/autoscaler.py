@@ -123,11 +123,12 @@ class Autoscaler(NoAutoscaler):
                 return
             # Busy slot-seconds over the last interval, from the batches that overlap it.
             low = now - config.interval_s
-            fresh = [k for k in range(self.scan_from, len(batches)) if batches[k][4] == pool.index]
+            record_pool, starts, ends = batches.pool, batches.start_s, batches.end_s
+            fresh = [k for k in range(self.scan_from, len(batches)) if record_pool[k] == pool.index]
             self.scan_from = len(batches)
             busy_s, still = 0.0, []
             for k in self.open_batches + fresh:
-                start_s, end_s = batches[k][0], batches[k][1]
+                start_s, end_s = starts[k], ends[k]
                 busy_s += max(0.0, min(end_s, now) - max(start_s, low))
                 if end_s > now:
                     still.append(k)
