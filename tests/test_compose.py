@@ -22,6 +22,7 @@ from scaleplay.controls import (
     ModeSignals,
     OverflowConfig,
     TimeBoxConfig,
+    cascade_report,
 )
 from scaleplay.metrics import littles_law
 from scaleplay.profiles import AffineServiceTime, RandomServiceTime
@@ -296,3 +297,19 @@ def test_littles_law_agrees_with_the_timeline_under_a_cascade():
         (result.log["large_start_s"] - result.log["escalated_s"]).sum() / result.horizon_s
     )
     assert first_waits_only < 0.5 * law["queue_length"]  # the second waits are most of the line
+
+
+def test_cascade_report_totals_model_seconds_per_model_across_regions():
+    config = PlatformConfig(
+        PoolConfig(2, BATCHABLE, BatcherConfig(4, 0.2)),
+        cascade=CascadeConfig(PoolConfig(1, SMALL, name="small"), min_confidence=0.6),
+        regions=RegionsConfig((Region("us", 0.6), Region("eu", 0.4)), TWO),
+    )
+    arrivals = busy_arrivals(6)
+    result = simulate(arrivals, config, seed=6)
+    report = cascade_report(result, arrivals)
+    batches = result.batches
+    seconds = (batches["end_s"] - batches["start_s"]).groupby(batches["pool"].str.endswith("/small")).sum()
+    assert report["model_s[small]"] == pytest.approx(seconds[True])
+    assert report["model_s[main]"] == pytest.approx(seconds[False])
+    assert not any(key.startswith("model_s[us") for key in report.index)

@@ -24,6 +24,7 @@ from .config import (
     ModeSettings,
     ModeSignals,
     OverflowConfig,
+    PlatformConfig,
     TimeBoxConfig,
 )
 from .metrics import busy_intervals
@@ -105,6 +106,19 @@ def _busy_seconds(batches: pd.DataFrame, horizon_s: float) -> float:
     return float((busy["end_s"] - busy["start_s"]).sum())
 
 
+def _model_of_pool(config: PlatformConfig) -> dict[str, str]:
+    """The model each pool label of the batch table runs: with regions a large pool is labelled by its
+    region and a small one ``region/small``."""
+    small = [config.cascade.small.name] if config.cascade is not None else []
+    if config.regions is None:
+        return {name: name for name in [config.pool.name, *small]}
+    out = {}
+    for k, region in enumerate(config.regions.names):
+        out[region] = config.regions.pool_of(k, config.pool).name
+        out.update({f"{region}/{name}": name for name in small})
+    return out
+
+
 def cascade_report(
     result: SimulationResult, arrivals: pd.DataFrame, competence: dict[str, float] | None = None
 ) -> pd.Series:
@@ -137,7 +151,7 @@ def cascade_report(
     admitted = log["admitted_s"].notna().to_numpy()
     latency = log["latency_s"].to_numpy()[done]
     durations = result.batches["end_s"] - result.batches["start_s"]
-    per_model = durations.groupby(result.batches["pool"]).sum()
+    per_model = durations.groupby(result.batches["pool"].map(_model_of_pool(config))).sum()
     out = {
         "requests": float(len(log)),
         "completed": float(done.sum()),
