@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import queueing
-from ._validate import _show, check_int, check_non_negative, check_positive, check_probability
+from ._validate import _kind, _show, check_int, check_non_negative, check_positive, check_probability
 from .queueing import MAX_SERVERS
 
 __all__ = [
@@ -44,7 +44,7 @@ def _numbers(name: str, values: object) -> list[object]:
     """The entries of an iterable of numbers (each checked by the caller), or a TypeError naming it."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise TypeError(
-            f"{name} must be an iterable of numbers, got {_show(values)} ({type(values).__name__})"
+            f"{name} must be an iterable of numbers, got {_show(values)} ({_kind(values)})"
         )
     return list(values)
 
@@ -101,7 +101,7 @@ def fleet_at_load(
     (10**9) slots, ``replicas x slots_per_replica``.
     """
     if not isinstance(inputs, EnvelopeInputs):
-        raise TypeError(f"inputs must be EnvelopeInputs, got {type(inputs).__name__}")
+        raise TypeError(f"inputs must be EnvelopeInputs, got {_kind(inputs)}")
     replicas = check_int("replicas", replicas, minimum=1, maximum=MAX_SERVERS // inputs.slots_per_replica)
     peak_rps = check_non_negative("peak_rps", peak_rps)
     servers = replicas * inputs.slots_per_replica
@@ -126,7 +126,7 @@ def envelope(daily_active_users: float, inputs: EnvelopeInputs = EnvelopeInputs(
     """Every link of the chain for one user count, as a flat dict with units in the keys."""
     users = check_positive("daily_active_users", daily_active_users)
     if not isinstance(inputs, EnvelopeInputs):
-        raise TypeError(f"inputs must be EnvelopeInputs, got {type(inputs).__name__}")
+        raise TypeError(f"inputs must be EnvelopeInputs, got {_kind(inputs)}")
     requests_per_day = users * inputs.requests_per_user_per_day
     mean_rps = requests_per_day / SECONDS_PER_DAY
     peak_rps = mean_rps * inputs.peak_to_mean

@@ -44,7 +44,15 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from ._validate import _show, check_in, check_int, check_non_negative, check_positive, check_probability
+from ._validate import (
+    _kind,
+    _show,
+    check_in,
+    check_int,
+    check_non_negative,
+    check_positive,
+    check_probability,
+)
 from .capacity import HOURS_PER_MONTH
 from .metrics import busy_intervals, interval_widths
 from .schema import REQUEST_LOG_COLUMNS, TIMELINE_COLUMNS, check_columns
@@ -213,7 +221,7 @@ def load_prices(hardware: str = "H100 SXM") -> Prices:
     """
     if not isinstance(hardware, str):
         raise TypeError(
-            f"hardware must be a GPU name (str), got {_show(hardware)} ({type(hardware).__name__})"
+            f"hardware must be a GPU name (str), got {_show(hardware)} ({_kind(hardware)})"
         )
     table = price_table()
     names = priced_hardware()
@@ -288,7 +296,7 @@ def gpu_profile(
     """
     for name in ("provisioning", "batches", "horizon_s"):
         if getattr(result, name, None) is None:
-            raise TypeError(f"result must be a SimulationResult (with .{name}), got {type(result).__name__}")
+            raise TypeError(f"result must be a SimulationResult (with .{name}), got {_kind(result)}")
     step_s = check_positive("step_s", step_s)
     horizon_s = check_positive("result.horizon_s", result.horizon_s)
     if horizon_s / step_s > MAX_GRID_POINTS:
@@ -369,9 +377,9 @@ def run_cost(
     """
     for name in ("log", "timeline", "horizon_s"):
         if not hasattr(result, name):
-            raise TypeError(f"result must be a SimulationResult (with .{name}), got {type(result).__name__}")
+            raise TypeError(f"result must be a SimulationResult (with .{name}), got {_kind(result)}")
     if not isinstance(prices, Prices):
-        raise TypeError(f"prices must be a Prices, got {type(prices).__name__}")
+        raise TypeError(f"prices must be a Prices, got {_kind(prices)}")
     rate = prices.usd_per_gpu_hour(purchase)
     profile = fleet_profile(result.timeline, gpus_per_replica=gpus_per_replica, horizon_s=result.horizon_s)
     check_columns(result.log, {"outcome": REQUEST_LOG_COLUMNS["outcome"]}, "result.log")
@@ -459,7 +467,7 @@ def monthly_bill(
     ``reserved_gpus`` is at most ``MAX_GPUS`` (10**9); a bill whose lines overflow a float is refused.
     """
     if not isinstance(prices, Prices):
-        raise TypeError(f"prices must be a Prices, got {type(prices).__name__}")
+        raise TypeError(f"prices must be a Prices, got {_kind(prices)}")
     profile = _profile(fleet)
     requests_per_month = check_non_negative("requests_per_month", requests_per_month)
     reserved_gpus = check_int("reserved_gpus", reserved_gpus, minimum=0, maximum=MAX_GPUS)
@@ -507,7 +515,7 @@ def serverless_bill(
     ``serverless_usd_per_gpu_s``), ``requests`` (the per-request fee), ``egress``, ``storage``.
     """
     if not isinstance(prices, Prices):
-        raise TypeError(f"prices must be a Prices, got {type(prices).__name__}")
+        raise TypeError(f"prices must be a Prices, got {_kind(prices)}")
     if isinstance(busy, pd.DataFrame):
         profile = _profile(busy)
         check_columns(profile, {"busy_gpus": FLEET_PROFILE_COLUMNS["busy_gpus"]}, "busy")
@@ -570,7 +578,7 @@ def reserved_break_even(prices: Prices) -> float:
     tie at a duty cycle of ``1 - d``.
     """
     if not isinstance(prices, Prices):
-        raise TypeError(f"prices must be a Prices, got {type(prices).__name__}")
+        raise TypeError(f"prices must be a Prices, got {_kind(prices)}")
     return 1.0 - prices.reserved_discount
 
 
@@ -582,7 +590,7 @@ def best_reserved_gpus(fleet: pd.DataFrame, prices: Prices) -> int:
     largest such ``k`` (0 if none). Spot is left out of this comparison.
     """
     if not isinstance(fleet, pd.DataFrame):
-        raise TypeError(f"fleet must be a fleet_profile DataFrame, got {type(fleet).__name__}")
+        raise TypeError(f"fleet must be a fleet_profile DataFrame, got {_kind(fleet)}")
     profile = _profile(fleet)
     gpus = profile["gpus"].to_numpy(dtype=np.float64)
     durations = profile["duration_s"].to_numpy(dtype=np.float64)
@@ -619,7 +627,7 @@ def serverless_break_even(
     free).
     """
     if not isinstance(prices, Prices):
-        raise TypeError(f"prices must be a Prices, got {type(prices).__name__}")
+        raise TypeError(f"prices must be a Prices, got {_kind(prices)}")
     busy_s = check_positive("busy_gpu_s_per_request", busy_gpu_s_per_request)
     provisioned = prices.usd_per_gpu_hour(purchase)
     per_request = busy_s * prices.serverless_usd_per_gpu_s + prices.serverless_usd_per_request

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._validate import check_in, check_int, check_positive
+from ._validate import _kind, check_in, check_int, check_positive
 from .backend import Backend, array_module, backend, to_device
 from .profiles import Hardware, hardware_names, load_hardware
 from .rng import stream
@@ -288,7 +288,7 @@ class Layer:
     def __post_init__(self) -> None:
         w = self.weights
         if not hasattr(w, "shape") or len(w.shape) != 2:
-            raise ValueError(f"weights must be a 2-D array (d_in, d_out), got {type(w).__name__}")
+            raise ValueError(f"weights must be a 2-D array (d_in, d_out), got {_kind(w)}")
         if w.shape[0] < 1 or w.shape[1] < 1:
             raise ValueError(f"weights must have d_in >= 1 and d_out >= 1, got shape {tuple(w.shape)}")
         dtype = _DTYPE_NAME.get(np.dtype(w.dtype))
@@ -362,7 +362,7 @@ def _where(where: Backend | None) -> Backend:
     if where is None:
         return backend()
     if not isinstance(where, Backend):
-        raise TypeError(f"where must be a Backend, got {type(where).__name__}")
+        raise TypeError(f"where must be a Backend, got {_kind(where)}")
     return where
 
 
@@ -438,14 +438,14 @@ def _check_heads(kv_heads: object, q_heads: object, head_dim: object) -> tuple[i
 
 def _check_layer(layer: object) -> None:
     if not isinstance(layer, Layer):
-        raise TypeError(f"layer must be a Layer, got {type(layer).__name__}")
+        raise TypeError(f"layer must be a Layer, got {_kind(layer)}")
 
 
 def _check_x(x: object, layer: Layer) -> ModuleType:
     _check_layer(layer)
     if not hasattr(x, "shape") or len(x.shape) != 2:
         raise ValueError(
-            f"x must be a 2-D array (batch, d_in), got {type(x).__name__} {getattr(x, 'shape', '')}"
+            f"x must be a 2-D array (batch, d_in), got {_kind(x)} {getattr(x, 'shape', '')}"
         )
     xp = array_module(x)
     if xp is not layer.xp:
@@ -553,7 +553,7 @@ def attention_step(q: Any, k_cache: Any, v_cache: Any) -> Any:
     for name, a, ndim in (("q", q, 3), ("k_cache", k_cache, 4), ("v_cache", v_cache, 4)):
         if not hasattr(a, "shape") or len(a.shape) != ndim:
             raise ValueError(
-                f"{name} must be a {ndim}-D array, got {type(a).__name__} {getattr(a, 'shape', '')}"
+                f"{name} must be a {ndim}-D array, got {_kind(a)} {getattr(a, 'shape', '')}"
             )
         if array_module(a) is not xp:
             raise TypeError("q, k_cache and v_cache must live on one backend")
@@ -983,7 +983,7 @@ def measure_curve(
     where = _where(where)
     config = StepConfig.for_backend(where) if config is None else config
     if not isinstance(config, StepConfig):
-        raise TypeError(f"config must be a StepConfig, got {type(config).__name__}")
+        raise TypeError(f"config must be a StepConfig, got {_kind(config)}")
     traffic = config.traffic(kernel)  # refuses attention without context
     if kernel in ("gemm", "rowwise") and config.dtype == "int8":
         raise ValueError(f"kernel {kernel!r} takes fp32 or fp16 weights; int8 weights run in kernel 'tiled'")
@@ -998,7 +998,7 @@ def measure_curve(
     stream_bytes = check_int("stream_bytes", stream_bytes, minimum=0)
     peaks = device_peaks(where) if peaks is None else peaks
     if not isinstance(peaks, Peaks):
-        raise TypeError(f"peaks must be a Peaks, got {type(peaks).__name__}")
+        raise TypeError(f"peaks must be a Peaks, got {_kind(peaks)}")
 
     layers = None
     if kernel != "attention":  # the weights do not depend on the batch: one set of copies for all
@@ -1056,7 +1056,7 @@ def with_peaks(curves: pd.DataFrame, peaks: Peaks) -> pd.DataFrame:
     """``curves`` with its rates and fractions recomputed against ``peaks`` (e.g. peaks measured
     again after the run, on a quieter machine)."""
     if not isinstance(peaks, Peaks):
-        raise TypeError(f"peaks must be a Peaks, got {type(peaks).__name__}")
+        raise TypeError(f"peaks must be a Peaks, got {_kind(peaks)}")
     out = curves.copy()
     out["gb_per_s"] = out["bytes_moved"] / out["seconds"] / 1e9
     out["tflop_per_s"] = out["flops"] / out["seconds"] / 1e12

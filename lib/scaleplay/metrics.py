@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from ._validate import (
+    _kind,
     _show,
     check_finite,
     check_int,
@@ -102,7 +103,7 @@ def latency_percentiles(
     if by is None:
         return pd.Series(_quantile_entries(done["latency_s"].to_numpy(), qs), name="latency_s")
     if not isinstance(by, str):
-        raise TypeError(f"by must be None or a column name (str), got {_show(by)} ({type(by).__name__})")
+        raise TypeError(f"by must be None or a column name (str), got {_show(by)} ({_kind(by)})")
     if by not in log.columns:
         raise ValueError(
             f"by must be None or a column of log, got {_show(by)}; columns are {list(log.columns)}"
@@ -278,7 +279,7 @@ def busy_intervals(batches: pd.DataFrame, horizon_s: float) -> pd.DataFrame:
     ``start_s``, ``end_s``."""
     if not isinstance(batches, pd.DataFrame):
         raise TypeError(
-            f"batches must be a DataFrame (SimulationResult.batches), got {type(batches).__name__}"
+            f"batches must be a DataFrame (SimulationResult.batches), got {_kind(batches)}"
         )
     missing = [c for c in ("pool", "replica", "start_s", "end_s") if c not in batches.columns]
     if missing:

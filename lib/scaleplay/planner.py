@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from . import queueing
 from ._validate import MAX_REPLICAS as _MAX_REPLICAS
-from ._validate import _show, check_int, check_non_negative, check_positive, check_probability
+from ._validate import _kind, _show, check_int, check_non_negative, check_positive, check_probability
 from .capacity import HOURS_PER_MONTH
 from .cost import load_prices
 from .metrics import latency_percentiles, mean_batch_size, outcome_shares, utilization
@@ -125,13 +125,13 @@ MAX_GRID_POINTS = 10_000_000
 
 def _check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {_show(value)} ({type(value).__name__})")
+        raise TypeError(f"{name} must be True or False, got {_show(value)} ({_kind(value)})")
     return value
 
 
 def _check_template(template: object) -> None:
     if template is not None and not isinstance(template, PlatformConfig):
-        raise TypeError(f"template must be a PlatformConfig or None, got {type(template).__name__}")
+        raise TypeError(f"template must be a PlatformConfig or None, got {_kind(template)}")
 
 
 def _check_tables(arrivals: object) -> tuple[pd.DataFrame, ...]:
@@ -142,7 +142,7 @@ def _check_tables(arrivals: object) -> tuple[pd.DataFrame, ...]:
         tables = tuple(arrivals)
     else:
         raise TypeError(
-            f"arrivals must be an arrivals DataFrame or a sequence of them, got {type(arrivals).__name__}"
+            f"arrivals must be an arrivals DataFrame or a sequence of them, got {_kind(arrivals)}"
         )
     if not tables:
         raise ValueError("arrivals must hold at least one arrivals table, got none")
@@ -172,7 +172,7 @@ class ModelOption:
             raise ValueError(f"ModelOption name must be a non-empty string, got {self.name!r}")
         if not isinstance(self.service, ServiceTime):
             raise TypeError(
-                f"service must be a ServiceTime (with batch_time_s), got {type(self.service).__name__}"
+                f"service must be a ServiceTime (with batch_time_s), got {_kind(self.service)}"
             )
         object.__setattr__(
             self, "usd_per_replica_hour", check_positive("usd_per_replica_hour", self.usd_per_replica_hour)
@@ -259,13 +259,13 @@ def _check_options(options: Sequence[ModelOption]) -> tuple[ModelOption, ...]:
     if isinstance(options, ModelOption):
         options = (options,)
     if isinstance(options, str) or not isinstance(options, Sequence):
-        raise TypeError(f"options must be a sequence of ModelOption objects, got {type(options).__name__}")
+        raise TypeError(f"options must be a sequence of ModelOption objects, got {_kind(options)}")
     options = tuple(options)
     if not options:
         raise ValueError("options must hold at least one ModelOption, got none")
     for option in options:
         if not isinstance(option, ModelOption):
-            raise TypeError(f"options must hold ModelOption objects, got {type(option).__name__}")
+            raise TypeError(f"options must hold ModelOption objects, got {_kind(option)}")
     names = [option.name for option in options]
     if len(set(names)) != len(names):
         raise ValueError(f"option names must be unique, got {names}")
@@ -298,7 +298,7 @@ def peak_start_s(workload: Workload, duration_s: float, *, step_s: float = 60.0)
     ``duration_s`` in at most ``MAX_GRID_POINTS`` (10,000,000) steps: a finer ``step_s`` is refused.
     """
     if not isinstance(workload, Workload):
-        raise TypeError(f"workload must be a Workload, got {type(workload).__name__}")
+        raise TypeError(f"workload must be a Workload, got {_kind(workload)}")
     duration_s = check_positive("duration_s", duration_s)
     step_s = check_positive("step_s", step_s)
     horizon_s = max([SECONDS_PER_WEEK] + [b.end_s for b in workload.bursts])
@@ -342,7 +342,7 @@ def _peak_arrivals(
         return [workload], float(workload.attrs.get("start_s", 0.0)), span
     if not isinstance(workload, Workload):
         raise TypeError(
-            f"workload must be a Workload or an arrivals DataFrame, got {type(workload).__name__}"
+            f"workload must be a Workload or an arrivals DataFrame, got {_kind(workload)}"
         )
     duration_s = check_positive("duration_s", duration_s)
     start = peak_start_s(workload, duration_s) if start_s is None else start_s
@@ -607,7 +607,7 @@ def _with_executor(executor: Executor | None, max_workers: int | None) -> tuple[
     if executor is None:
         return ProcessPoolExecutor(max_workers=max_workers), True
     if not isinstance(executor, Executor):
-        raise TypeError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
+        raise TypeError(f"executor must be a concurrent.futures.Executor, got {_kind(executor)}")
     return executor, False
 
 
@@ -743,7 +743,7 @@ def plan(
     _check_template(template)
     common_seed = _check_bool("common_seed", common_seed)
     if executor is not None and not isinstance(executor, Executor):
-        raise TypeError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
+        raise TypeError(f"executor must be a concurrent.futures.Executor, got {_kind(executor)}")
     if max_workers is not None:
         check_int("max_workers", max_workers, minimum=1, maximum=4096)
     if start_s is not None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from ._validate import _show, check_int, check_non_negative, check_positive, check_real_array
+from ._validate import _kind, _show, check_int, check_non_negative, check_positive, check_real_array
 from .profiles import TabulatedServiceTime
 
 __all__ = ["StepTraffic", "roofline_time_s", "RooflineFit", "fit_roofline"]
@@ -120,7 +120,7 @@ def roofline_time_s(
     (0.001, 0.01)
     """
     if not isinstance(traffic, StepTraffic):
-        raise TypeError(f"traffic must be a StepTraffic, got {type(traffic).__name__}")
+        raise TypeError(f"traffic must be a StepTraffic, got {_kind(traffic)}")
     bandwidth = check_positive("bandwidth_bytes_per_s", bandwidth_bytes_per_s)
     peak = check_positive("peak_flops_per_s", peak_flops_per_s)
     overhead = check_non_negative("overhead_s", overhead_s)
@@ -159,7 +159,7 @@ class RooflineFit:
 
     def __post_init__(self) -> None:
         if not isinstance(self.traffic, StepTraffic):
-            raise TypeError(f"traffic must be a StepTraffic, got {type(self.traffic).__name__}")
+            raise TypeError(f"traffic must be a StepTraffic, got {_kind(self.traffic)}")
         for name in ("bandwidth_bytes_per_s", "peak_flops_per_s"):
             object.__setattr__(self, name, check_positive(name, getattr(self, name)))
         for name in ("overhead_s", "rms_log_error"):
@@ -299,7 +299,7 @@ def fit_roofline(
     counts the points on each side).
     """
     if not isinstance(traffic, StepTraffic):
-        raise TypeError(f"traffic must be a StepTraffic, got {type(traffic).__name__}")
+        raise TypeError(f"traffic must be a StepTraffic, got {_kind(traffic)}")
     fixed = None if overhead_s is None else check_non_negative("overhead_s", overhead_s)
     unknowns = 3 if fixed is None else 2
     sizes = check_real_array("batch_sizes", batch_sizes)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ._validate import _kind
+
 __all__ = [
     "ARRIVAL_COLUMNS",
     "REQUEST_LOG_COLUMNS",
@@ -113,7 +115,7 @@ CONTROL_TIMELINE_COLUMNS: dict[str, tuple[str, str]] = {
 def check_columns(frame: pd.DataFrame, columns: dict[str, tuple[str, str]], name: str) -> None:
     """Raise ``ValueError`` naming every column of ``columns`` that ``frame`` lacks."""
     if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
+        raise TypeError(f"{name} must be a pandas DataFrame, got {_kind(frame)}")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{name} lacks the columns {missing}; it needs {list(columns)}")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from .._validate import (
     MAX_COUNT,
     MAX_REPLICAS,
+    _kind,
     check_in,
     check_int,
     check_probability,
@@ -137,7 +138,7 @@ class AutoscalerConfig:
             _set(self, "target", check_range("target", self.target, 0.0, MAX_COUNT, open_low=True))
         _set(self, "cooldown_s", check_seconds("cooldown_s", self.cooldown_s))
         if not isinstance(self.cold_start, ColdStart):
-            raise TypeError(f"cold_start must be a ColdStart, got {type(self.cold_start).__name__}")
+            raise TypeError(f"cold_start must be a ColdStart, got {_kind(self.cold_start)}")
         if self.forecast is not None and not callable(self.forecast):
             raise TypeError(f"forecast must be a callable t_s -> rate_per_s or None, got {self.forecast!r}")
         _set(

@@ -37,7 +37,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validate import MAX_COUNT, MAX_PRIORITY, check_int, check_probability, check_range, check_seconds
+from .._validate import (
+    MAX_COUNT,
+    MAX_PRIORITY,
+    _kind,
+    check_int,
+    check_probability,
+    check_range,
+    check_seconds,
+)
 from ..profiles import MAX_BATCH_SIZE
 from ._fields import _optional, _set
 from .pool import PoolConfig
@@ -70,7 +78,7 @@ class CascadeConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.small, PoolConfig):
-            raise TypeError(f"small must be a PoolConfig, got {type(self.small).__name__}")
+            raise TypeError(f"small must be a PoolConfig, got {_kind(self.small)}")
         for name in ("min_confidence", "small_competence", "large_competence"):
             _set(self, name, check_probability(name, getattr(self, name)))
         _set(
@@ -181,7 +189,7 @@ class ModeSettings:
     def __post_init__(self) -> None:
         for name, kind in (("enter", ModeSignals), ("exit", ModeSignals), ("knobs", ModeKnobs)):
             if not isinstance(getattr(self, name), kind):
-                raise TypeError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
+                raise TypeError(f"{name} must be a {kind.__name__}, got {_kind(getattr(self, name))}")
         for name in _SIGNALS:
             high, low = getattr(self.enter, name), getattr(self.exit, name)
             if (high is None) != (low is None):
@@ -204,9 +212,9 @@ class ModeControllerConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.surge, ModeSettings):
-            raise TypeError(f"surge must be a ModeSettings, got {type(self.surge).__name__}")
+            raise TypeError(f"surge must be a ModeSettings, got {_kind(self.surge)}")
         if self.emergency is not None and not isinstance(self.emergency, ModeSettings):
-            raise TypeError(f"emergency must be a ModeSettings or None, got {type(self.emergency).__name__}")
+            raise TypeError(f"emergency must be a ModeSettings or None, got {_kind(self.emergency)}")
         _set(self, "interval_s", check_seconds("interval_s", self.interval_s, positive=True))
         _set(self, "window_s", check_seconds("window_s", self.window_s, positive=True))
         _set(self, "min_dwell_s", check_seconds("min_dwell_s", self.min_dwell_s))

@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validate import MAX_COUNT, MAX_PRIORITY, check_int, check_probability, check_range, check_seconds
+from .._validate import (
+    MAX_COUNT,
+    MAX_PRIORITY,
+    _kind,
+    check_int,
+    check_probability,
+    check_range,
+    check_seconds,
+)
 from ._fields import _optional, _set
 from .controls import CascadeConfig, ModeControllerConfig, OverflowConfig, TimeBoxConfig
 from .pool import PoolConfig
@@ -99,13 +107,11 @@ class PlatformConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.pool, PoolConfig):
-            raise TypeError(f"pool must be a PoolConfig, got {type(self.pool).__name__}")
+            raise TypeError(f"pool must be a PoolConfig, got {_kind(self.pool)}")
         if not isinstance(self.gateway, GatewayConfig):
-            raise TypeError(f"gateway must be a GatewayConfig, got {type(self.gateway).__name__}")
+            raise TypeError(f"gateway must be a GatewayConfig, got {_kind(self.gateway)}")
         if self.ingestion is not None and not isinstance(self.ingestion, IngestionConfig):
-            raise TypeError(
-                f"ingestion must be an IngestionConfig or None, got {type(self.ingestion).__name__}"
-            )
+            raise TypeError(f"ingestion must be an IngestionConfig or None, got {_kind(self.ingestion)}")
         _set(self, "network_hop_s", check_seconds("network_hop_s", self.network_hop_s))
         for name, kind in (
             ("cascade", CascadeConfig),
@@ -116,7 +122,7 @@ class PlatformConfig:
         ):
             value = getattr(self, name)
             if value is not None and not isinstance(value, kind):
-                raise TypeError(f"{name} must be a {kind.__name__} or None, got {type(value).__name__}")
+                raise TypeError(f"{name} must be a {kind.__name__} or None, got {_kind(value)}")
         if self.cascade is not None and self.cascade.small.name == self.pool.name:
             raise ValueError(f"cascade.small.name must differ from pool.name; both are {self.pool.name!r}")
         if self.overflow is not None and self.gateway.queue_capacity is None:

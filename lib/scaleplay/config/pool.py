@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .._validate import MAX_REPLICAS, check_in, check_int, check_seconds
+from .._validate import MAX_REPLICAS, _kind, check_in, check_int, check_seconds
 from ..profiles import MAX_BATCH_SIZE, ServiceTime
 from ._fields import _set
 from .autoscaler import AutoscalerConfig
@@ -57,11 +57,9 @@ class PoolConfig:
     def __post_init__(self) -> None:
         _set(self, "replicas", check_int("replicas", self.replicas, minimum=1, maximum=MAX_REPLICAS))
         if not isinstance(self.service, ServiceTime):
-            raise TypeError(
-                f"service must be a ServiceTime (with batch_time_s), got {type(self.service).__name__}"
-            )
+            raise TypeError(f"service must be a ServiceTime (with batch_time_s), got {_kind(self.service)}")
         if not isinstance(self.batcher, BatcherConfig):
-            raise TypeError(f"batcher must be a BatcherConfig, got {type(self.batcher).__name__}")
+            raise TypeError(f"batcher must be a BatcherConfig, got {_kind(self.batcher)}")
         check_in("policy", self.policy, POLICIES)
         if not isinstance(self.name, str) or not self.name or self.name in RESERVED_NAMES:
             raise ValueError(
@@ -71,9 +69,7 @@ class PoolConfig:
         scaler = self.autoscaler
         if scaler is not None:
             if not isinstance(scaler, AutoscalerConfig):
-                raise TypeError(
-                    f"autoscaler must be an AutoscalerConfig or None, got {type(scaler).__name__}"
-                )
+                raise TypeError(f"autoscaler must be an AutoscalerConfig or None, got {_kind(scaler)}")
             low = max(scaler.min_replicas, 1)
             if not low <= self.replicas <= scaler.max_replicas:
                 raise ValueError(

@@ -48,7 +48,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import MAX_COUNT, MAX_REPLICAS, check_int, check_items, check_probability, check_seconds
+from .._validate import (
+    MAX_COUNT,
+    MAX_REPLICAS,
+    _kind,
+    check_int,
+    check_items,
+    check_probability,
+    check_seconds,
+)
 from ._fields import _set
 from .pool import RESERVED_NAMES, PoolConfig
 
@@ -74,7 +82,7 @@ class Region:
         _set(self, "share", check_probability(f"share of region {self.name!r}", self.share))
         if self.pool is not None and not isinstance(self.pool, PoolConfig):
             raise TypeError(
-                f"pool of region {self.name!r} must be a PoolConfig or None, got {type(self.pool).__name__}"
+                f"pool of region {self.name!r} must be a PoolConfig or None, got {_kind(self.pool)}"
             )
 
 

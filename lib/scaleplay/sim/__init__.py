@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._validate import check_in, check_int, check_seconds
+from .._validate import _kind, check_in, check_int, check_seconds
 from ..config import PlatformConfig
 from ..config.regions import check_origin_names
 from ..rng import stream
@@ -53,7 +53,7 @@ def simulate(
     configs and their rules.
     """
     if not isinstance(config, PlatformConfig):
-        raise TypeError(f"config must be a PlatformConfig, got {type(config).__name__}")
+        raise TypeError(f"config must be a PlatformConfig, got {_kind(config)}")
     seed = check_int("seed", seed, minimum=0)
     horizon_s = None if horizon_s is None else check_seconds("horizon_s", horizon_s, positive=True)
     timeline_step_s = check_seconds("timeline_step_s", timeline_step_s, positive=True)
