@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "trace",
                 "capacity",
                 "fastpath",
+                "measured",
                 "steptime",
             }
         ),

@@ -1,0 +1,71 @@
+"""The measured vLLM results (``scaleplay.measured``): shipped unchanged, read with their documented
+columns, summarized per experiment as their README states, and replayable through the simulator."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from scaleplay.measured import VLLM_COLUMNS, load_vllm_measurements, replay_arrivals, vllm_experiments
+from scaleplay.profiles import AffineServiceTime
+from scaleplay.schema import ARRIVAL_COLUMNS
+from scaleplay.simulator import PlatformConfig, PoolConfig, simulate
+
+SHA256 = "b41b26352e643a8aa8f5f79c2cf082d12eef41f96fb0c10dbb27de8f17814490"
+
+
+def test_the_shipped_file_is_the_source_unchanged():
+    path = resources.files("scaleplay") / "data" / "serving" / "vllm_opt13b_a100_sharegpt.csv"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA256
+
+
+def test_every_request_of_the_eight_experiments_with_its_columns():
+    frame = load_vllm_measurements()
+    assert list(frame.columns) == list(VLLM_COLUMNS)
+    assert len(frame) == 1850
+    assert (frame[["ttft_s", "tpot_s", "latency_s"]] > 0).all().all()
+    assert (frame["ttft_s"] <= frame["latency_s"]).all()
+
+
+def test_the_summary_shows_the_knee_the_readme_states():
+    # README: mean TTFT 0.16-0.20 s up to 2.5 req/s (0.22 s in the short run at 2), 0.46 s at 3,
+    # 2.9 s at 3.5 and 10.7 s at 4; mean TPOT from 34 ms at 1 req/s to 114 ms at 4.
+    summary = vllm_experiments()
+    assert len(summary) == 8 and (summary["requests"] == summary.index.get_level_values("requests")).all()
+    ttft = summary["ttft_s"]
+    assert ttft.loc[(300, 3.0)] == pytest.approx(0.46, abs=0.01)
+    assert ttft.loc[(350, 3.5)] == pytest.approx(2.9, abs=0.05)
+    assert ttft.loc[(400, 4.0)] == pytest.approx(10.7, abs=0.05)
+    assert ttft[summary.index.get_level_values("rate_per_s") <= 2.5].max() < 0.25
+    assert summary["tpot_s"].loc[(100, 1.0)] == pytest.approx(0.034, abs=0.001)
+    assert summary["tpot_s"].loc[(400, 4.0)] == pytest.approx(0.114, abs=0.001)
+
+
+def test_an_experiment_replays_through_the_simulator():
+    arrivals = replay_arrivals(150, 1.5, seed=3)
+    assert list(arrivals.columns) == list(ARRIVAL_COLUMNS) and len(arrivals) == 150
+    measured = load_vllm_measurements().query("requests == 150")
+    np.testing.assert_array_equal(arrivals["t_s"], measured["arrival_s"])
+    np.testing.assert_array_equal(arrivals["tokens_out"], measured["tokens_out"])
+    assert arrivals["difficulty"].equals(replay_arrivals(150, 1.5, seed=3)["difficulty"])
+    result = simulate(arrivals, PlatformConfig(PoolConfig(1, AffineServiceTime(fixed_s=0.1))), seed=1)
+    assert (result.log["outcome"] == "completed").all()
+
+
+@pytest.mark.parametrize(
+    ("requests", "rate", "error", "words"),
+    [
+        (100, 3.0, ValueError, ["measured experiment", "(100, 3.0)"]),
+        (0, 1.0, ValueError, ["requests"]),
+        ("100", 1.0, TypeError, ["requests"]),
+        (100, "1", TypeError, ["rate_per_s"]),
+    ],
+)
+def test_an_experiment_that_was_not_measured_is_refused(requests, rate, error, words):
+    with pytest.raises(error) as caught:
+        replay_arrivals(requests, rate)
+    for word in words:
+        assert word in str(caught.value)
