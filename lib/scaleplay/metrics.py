@@ -171,6 +171,44 @@ def goodput_per_s(log: pd.DataFrame, slo_s: float, start_s: float, end_s: float)
     return int((inside & _good(log, slo_s)).sum()) / window_s
 
 
+def _token_times(frame: object) -> tuple[np.ndarray, np.ndarray]:
+    """The ``ttft_s`` and ``tpot_s`` columns of ``frame`` (a table with one row per answered request)."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"requests must be a DataFrame with ttft_s and tpot_s columns, got {_kind(frame)}")
+    missing = [c for c in ("ttft_s", "tpot_s") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"requests lacks the columns {missing}; it has {list(frame.columns)}")
+    ttft, tpot = (check_real_array(name, frame[name].to_numpy()) for name in ("ttft_s", "tpot_s"))
+    return ttft, tpot
+
+
+def token_latency_percentiles(
+    requests: pd.DataFrame, quantiles: Sequence[float] = (0.5, 0.9, 0.99)
+) -> pd.DataFrame:
+    """Percentiles of time to first token and time per output token (after the first), one row each.
+
+    ``requests`` holds one row per answered request with ``ttft_s`` and ``tpot_s`` (as a serving
+    engine's measurements do, ``measured.load_vllm_measurements``); the columns are ``p50_s``, ... .
+    """
+    qs = _check_quantiles(quantiles)
+    ttft, tpot = _token_times(requests)
+    return pd.DataFrame(
+        {
+            name: _quantile_entries(values[~np.isnan(values)], qs)
+            for name, values in (("ttft", ttft), ("tpot", tpot))
+        }
+    ).T
+
+
+def joint_slo_attainment(requests: pd.DataFrame, ttft_slo_s: float, tpot_slo_s: float) -> float:
+    """The share of requests whose TTFT *and* TPOT both meet their SLO (DistServe's attainment); a
+    request missing either measurement misses. NaN for no request."""
+    ttft_slo_s = check_positive("ttft_slo_s", ttft_slo_s)
+    tpot_slo_s = check_positive("tpot_slo_s", tpot_slo_s)
+    ttft, tpot = _token_times(requests)
+    return float(np.mean((ttft <= ttft_slo_s) & (tpot <= tpot_slo_s))) if len(ttft) else math.nan
+
+
 def _window(start_name: str, start_s: float, end_name: str, end_s: float) -> float:
     start = check_finite(start_name, start_s)
     end = check_finite(end_name, end_s)
@@ -278,9 +316,7 @@ def busy_intervals(batches: pd.DataFrame, horizon_s: float) -> pd.DataFrame:
     overlapping slots count once, and cut at ``horizon_s``. Columns ``pool``, ``replica``,
     ``start_s``, ``end_s``."""
     if not isinstance(batches, pd.DataFrame):
-        raise TypeError(
-            f"batches must be a DataFrame (SimulationResult.batches), got {_kind(batches)}"
-        )
+        raise TypeError(f"batches must be a DataFrame (SimulationResult.batches), got {_kind(batches)}")
     missing = [c for c in ("pool", "replica", "start_s", "end_s") if c not in batches.columns]
     if missing:
         raise ValueError(f"batches lacks the columns {missing}; it has {list(batches.columns)}")
