@@ -50,7 +50,8 @@ def test_an_upward_import_only_for_annotations_is_still_caught(tmp_path):
         },
     )
     problems = check_layers.check(root)
-    assert len(problems) == 1 and "metrics (analysis) imports planner (plan)" in problems[0]
+    assert len(problems) == 2 and "metrics (analysis) imports planner (plan)" in problems[0]
+    assert problems[1] == "import cycle between modules: metrics -> planner -> metrics"
 
 
 def test_a_cycle_and_a_stray_module_are_caught(tmp_path):
@@ -65,3 +66,18 @@ def test_a_cycle_and_a_stray_module_are_caught(tmp_path):
     problems = check_layers.check(root)
     assert any(p.startswith("import cycle: capacity -> queueing -> capacity") for p in problems), problems
     assert any("'x' is in no layer" in p for p in problems), problems
+
+
+def test_a_cycle_inside_a_package_is_caught_even_for_annotations(tmp_path):
+    root = _package(
+        tmp_path,
+        {
+            "sim/__init__.py": "",
+            "sim/engine.py": "from .pool import Pool\n",
+            "sim/pool.py": (
+                "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .engine import Platform\n"
+            ),
+        },
+    )
+    problems = check_layers.check(root)
+    assert problems == ["import cycle between modules: sim.engine -> sim.pool -> sim.engine"], problems

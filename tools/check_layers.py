@@ -2,9 +2,11 @@
 
     python tools/check_layers.py            # checks lib/scaleplay; exit 1 and one line per breach
 
-A module may import only from its own layer or the layers below it, and the top-level modules and
-packages must not import each other in a cycle (imports under ``if TYPE_CHECKING:`` are annotations
-and left out of the cycle check, not of the layer check). The layers, lowest first:
+A module may import only from its own layer or the layers below it; the top-level modules and
+packages must not import each other in a cycle when they run; and no two modules may import each
+other in a cycle at all, annotations under ``if TYPE_CHECKING:`` included (inside a package, the parts
+depend on a contract such as ``sim.run.Run``, not on the module that wires them). The layers, lowest
+first:
 """
 
 from __future__ import annotations
@@ -60,13 +62,14 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _imports(path: Path, root: Path) -> list[tuple[str, bool, int]]:
-    """(imported top-level unit, under TYPE_CHECKING, line) for each import of the package."""
+def _imports(path: Path, root: Path) -> list[tuple[str, str, bool, int]]:
+    """(imported top-level unit, imported module as a dotted path, under TYPE_CHECKING, line) for each
+    import of the package."""
     tree = ast.parse(path.read_text(), filename=str(path))
     here = path.relative_to(root).with_suffix("").parts  # e.g. ("sim", "pool")
     if here[-1] == "__init__":
         here = here[:-1] + ("__init__",)
-    found: list[tuple[str, bool, int]] = []
+    found: list[tuple[str, str, bool, int]] = []
 
     def visit(node: ast.AST, typing_only: bool) -> None:
         for child in ast.iter_child_nodes(node):
@@ -84,20 +87,21 @@ def _imports(path: Path, root: Path) -> list[tuple[str, bool, int]]:
                 base = list(here[:-1])
                 base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
                 target = base + (node.module.split(".") if node.module else [])
-                if not target:  # "from . import x": the names are units
+                if node.module is None:  # "from . import x": the names are modules
                     for alias in node.names:
-                        found.append((alias.name, typing_only, node.lineno))
+                        module = target + [alias.name]
+                        found.append((module[0], ".".join(module), typing_only, node.lineno))
                 else:
-                    found.append((target[0], typing_only, node.lineno))
+                    found.append((target[0], ".".join(target), typing_only, node.lineno))
             elif node.module and node.module.split(".")[0] == PACKAGE:
                 parts = node.module.split(".")[1:]
-                names = [parts[0]] if parts else [alias.name for alias in node.names]
-                found.extend((name, typing_only, node.lineno) for name in names)
+                for module in [parts] if parts else [[alias.name] for alias in node.names]:
+                    found.append((module[0], ".".join(module), typing_only, node.lineno))
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
                 if parts[0] == PACKAGE and len(parts) > 1:
-                    found.append((parts[1], typing_only, node.lineno))
+                    found.append((parts[1], ".".join(parts[1:]), typing_only, node.lineno))
         visit(node, typing_only)
 
     visit(tree, False)
@@ -109,12 +113,15 @@ def check(root: Path) -> list[str]:
     layer_of = {unit: k for k, (_, units) in enumerate(LAYERS) for unit in units}
     problems: list[str] = []
     graph: dict[str, set[str]] = {}
+    modules: dict[str, set[str]] = {}  # every import between modules, annotations' included
     for path in sorted(root.rglob("*.py")):
         source = _unit(path, root)
         if source not in layer_of:
             problems.append(f"{path}: {source!r} is in no layer; add it to tools/check_layers.py")
             continue
-        for target, typing_only, line in _imports(path, root):
+        module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix("__init__").rstrip(".")
+        for target, target_module, typing_only, line in _imports(path, root):
+            modules.setdefault(module, set()).add(target_module)
             if target not in layer_of or target == source:
                 continue
             if layer_of[target] > layer_of[source]:
@@ -125,6 +132,7 @@ def check(root: Path) -> list[str]:
             if not typing_only:
                 graph.setdefault(source, set()).add(target)
     problems.extend(_cycles(graph))
+    problems.extend(line.replace("import cycle", "import cycle between modules") for line in _cycles(modules))
     return problems
 
 

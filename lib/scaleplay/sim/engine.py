@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..config import PlatformConfig, PoolConfig
 from ..rng import stream
+from .clock import delay_until
 from .controllers.autoscaler import Autoscaler, NoAutoscaler
 from .controllers.cascade import Escalation
 from .controllers.modes import ModeController
@@ -28,8 +29,8 @@ from .controllers.timebox import OpenAdmission, TimeBox
 from .faults import FaultInjector
 from .gateway import Deadlines, DirectFeed, Gateway, NoDeadlines
 from .ingestion import Ingestion, NoIngestion
-from .pool import ArrivalLine, Line, Pool, pool_class
-from .replica import OneAtATime, StaticBatcher, delay_until
+from .pool import ArrivalLine, Line, Pool, Site, pool_class
+from .replica import OneAtATime, StaticBatcher
 from .requests import Requests
 from .response import LatencyWindow, NoLatencyWindow, Responses
 from .router import GeoRouter, Router
@@ -74,28 +75,6 @@ def is_plain(config: PlatformConfig) -> bool:
         and pool.autoscaler is None
         and (pool.policy == "shared_queue" or pool.replicas == 1)
     )
-
-
-class Site:
-    """One region's pools and its backlog (requests routed here, not yet started)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.backlog = 0
-        self.large: Pool | None = None
-        self.small: Pool | None = None
-
-    @property
-    def entry(self) -> Pool:
-        """The pool a request joins first."""
-        return self.small if self.small is not None else self.large
-
-    @property
-    def pools(self) -> list[Pool]:
-        return [self.large] if self.small is None else [self.large, self.small]
-
-    def healthy(self) -> bool:
-        return all(pool.up > 0 for pool in self.pools)
 
 
 class Platform:

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 import simpy
 
 from ..config import RegionsConfig
+from .run import Run
 
 if TYPE_CHECKING:
-    from .engine import Platform
     from .pool import Pool, Replica
 
 
 class FaultInjector:
-    def __init__(self, platform: Platform, regions: RegionsConfig) -> None:
+    def __init__(self, platform: Run, regions: RegionsConfig) -> None:
         self.platform, self.failover = platform, regions.failover
         for fault in regions.faults:
             site = platform.sites[regions.names.index(fault.region)]

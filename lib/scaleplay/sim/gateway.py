@@ -19,17 +19,14 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Generator
-from typing import TYPE_CHECKING
 
 import simpy
 from simpy.core import URGENT
 
 from ..config import GatewayConfig, OverflowConfig
-from .replica import delay_until
+from .clock import delay_until
 from .requests import FETCHING, IN_LINE, OVERFLOW, QUEUE_FULL, RATE_LIMITED, REJECTED, SHED, TIMED_OUT
-
-if TYPE_CHECKING:
-    from .engine import Platform
+from .run import Run
 
 # Slack against rounding when a refilled token bucket should hold exactly one token.
 _TOKEN_SLACK = 1e-9
@@ -39,7 +36,7 @@ class Gateway:
     """Admission control and the platform's backlog; the surge controller turns ``capacity`` and
     ``shed_from``."""
 
-    def __init__(self, platform: Platform, config: GatewayConfig, overflow: OverflowConfig | None) -> None:
+    def __init__(self, platform: Run, config: GatewayConfig, overflow: OverflowConfig | None) -> None:
         self.platform, self.config = platform, config
         self.backlog = 0  # admitted, not yet started
         self.capacity = config.queue_capacity
@@ -171,7 +168,7 @@ class Deadlines(NoDeadlines):
     (escalated, or retried after a fault) has no deadline any more.
     """
 
-    def __init__(self, platform: Platform, timeout_s: float) -> None:
+    def __init__(self, platform: Run, timeout_s: float) -> None:
         self.platform, self.timeout_s = platform, timeout_s
         self.queue: deque[int] = deque()  # admitted requests in arrival order = deadline order
 

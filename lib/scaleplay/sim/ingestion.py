@@ -6,21 +6,17 @@ stage it equals ``admitted_s``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import simpy
 
 from ..config import IngestionConfig
 from .requests import FETCHING, TIMED_OUT, floats
-
-if TYPE_CHECKING:
-    from .engine import Platform
+from .run import Run
 
 
 class NoIngestion:
     """No feature fetch: an admitted request goes on at once."""
 
-    def __init__(self, platform: Platform) -> None:
+    def __init__(self, platform: Run) -> None:
         self.platform = platform
 
     def fetch(self, i: int, now: float) -> None:
@@ -30,7 +26,7 @@ class NoIngestion:
 class Ingestion(NoIngestion):
     """Each request's fetch delay, drawn up front from the stream ``"ingestion"``."""
 
-    def __init__(self, platform: Platform, config: IngestionConfig) -> None:
+    def __init__(self, platform: Run, config: IngestionConfig) -> None:
         super().__init__(platform)
         self.fetch_s = floats(config.delays_s(platform.requests.n, platform.stream("ingestion")))
 

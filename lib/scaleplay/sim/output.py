@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,9 +29,7 @@ from ..schema import (
     TIMELINE_COLUMNS,
 )
 from .requests import REJECTED, TIMED_OUT, as_numpy
-
-if TYPE_CHECKING:
-    from .engine import Platform
+from .run import Run
 
 COMPLETED_CODE, REJECTED_CODE, TIMED_OUT_CODE = (
     OUTCOMES.index(x) for x in ("completed", "rejected", "timed_out")
@@ -137,7 +134,7 @@ def busy_periods(starts: np.ndarray, ends: np.ndarray, replicas: np.ndarray) -> 
 
 
 def timeline(
-    model: Platform,
+    model: Run,
     log: dict[str, np.ndarray],
     batches: dict[str, np.ndarray],
     deadline_s: np.ndarray,
@@ -229,7 +226,7 @@ def timeline(
 
 
 def request_log(
-    model: Platform,
+    model: Run,
     columns: dict[str, np.ndarray],
     class_name: pd.Series,
     horizon_s: float | None,
@@ -367,7 +364,7 @@ def log_table(log: dict[str, np.ndarray], narrow: bool) -> pd.DataFrame:
     return pd.DataFrame({name: log[name] for name in names}, copy=False)
 
 
-def provisioning_table(model: Platform, horizon_s: float) -> pd.DataFrame:
+def provisioning_table(model: Run, horizon_s: float) -> pd.DataFrame:
     table = np.asarray(model.provisioning, dtype=np.float64).reshape(-1, 5)
     names = np.asarray([pool.label for pool in model.pools], dtype=object)
     end_s = np.where(np.isnan(table[:, 4]), horizon_s, np.minimum(table[:, 4], horizon_s))
@@ -401,7 +398,7 @@ def offline(log: dict[str, np.ndarray], config: PlatformConfig) -> pd.DataFrame:
 
 
 def result(
-    model: Platform, columns: dict[str, np.ndarray], class_name: pd.Series, step_s: float, narrow: bool
+    model: Run, columns: dict[str, np.ndarray], class_name: pd.Series, step_s: float, narrow: bool
 ) -> SimulationResult:
     """The tables of a finished run (a narrow RequestLog when ``narrow``)."""
     log, batches, deadline_s, horizon_s, second_wait = request_log(

@@ -19,17 +19,14 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
-from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
 
 from ..config import PoolConfig
-from .replica import delay_until
+from .clock import delay_until
 from .requests import IN_LINE, IN_MODEL
-
-if TYPE_CHECKING:
-    from .engine import Platform, Site
+from .run import Run
 
 # Replica states under an autoscaler: billed from STARTING until OFF, serving only when READY.
 OFF, STARTING, READY, DRAINING = range(4)
@@ -204,7 +201,7 @@ class Pool:
 
     def __init__(
         self,
-        platform: Platform,
+        platform: Run,
         site: Site,
         config: PoolConfig,
         label: str,
@@ -389,3 +386,25 @@ def pool_class(config: PoolConfig) -> type[Pool]:
         "join_shortest_queue": ShortestQueuePool,
         "power_of_two": PowerOfTwoPool,
     }[config.policy]
+
+
+class Site:
+    """One region's pools and its backlog (requests routed here, not yet started)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.backlog = 0
+        self.large: Pool | None = None
+        self.small: Pool | None = None
+
+    @property
+    def entry(self) -> Pool:
+        """The pool a request joins first."""
+        return self.small if self.small is not None else self.large
+
+    @property
+    def pools(self) -> list[Pool]:
+        return [self.large] if self.small is None else [self.large, self.small]
+
+    def healthy(self) -> bool:
+        return all(pool.up > 0 for pool in self.pools)

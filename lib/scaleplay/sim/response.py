@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from .run import Run
+
 if TYPE_CHECKING:
-    from .engine import Platform
     from .pool import Pool
 
 
@@ -29,7 +30,7 @@ class NoLatencyWindow:
 class LatencyWindow(NoLatencyWindow):
     """(answered_s, latency_s) of recent answers, oldest first; the reader trims it."""
 
-    def __init__(self, platform: Platform) -> None:
+    def __init__(self, platform: Run) -> None:
         self.t = platform.requests.t
         self.recent: deque[tuple[float, float]] = deque()
 
@@ -45,7 +46,7 @@ class LatencyWindow(NoLatencyWindow):
 class Responses:
     """The exit of a pool whose batches answer their requests."""
 
-    def __init__(self, platform: Platform, window: NoLatencyWindow) -> None:
+    def __init__(self, platform: Run, window: NoLatencyWindow) -> None:
         self.platform, self.window = platform, window
 
     def on_batch_end(self, pool: Pool, batch: list[int], now: float) -> None:

@@ -14,16 +14,16 @@ import numpy as np
 
 from ..config import RegionsConfig
 from .requests import filled, ints
+from .run import Run
 
 if TYPE_CHECKING:
-    from .engine import Platform, Site
-    from .pool import Pool
+    from .pool import Pool, Site
 
 
 class Router:
     """Every request to the one site."""
 
-    def __init__(self, platform: Platform, sites: list[Site]) -> None:
+    def __init__(self, platform: Run, sites: list[Site]) -> None:
         self.platform, self.sites = platform, sites
 
     def assign(self, i: int) -> None:
@@ -48,9 +48,7 @@ class Router:
 class GeoRouter(Router):
     """Requests from origin regions to the nearest healthy region, with spill-over and failover."""
 
-    def __init__(
-        self, platform: Platform, sites: list[Site], regions: RegionsConfig, origin: np.ndarray
-    ) -> None:
+    def __init__(self, platform: Run, sites: list[Site], regions: RegionsConfig, origin: np.ndarray) -> None:
         super().__init__(platform, sites)
         requests = platform.requests
         requests.origin = ints(origin)

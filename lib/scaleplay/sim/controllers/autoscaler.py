@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import simpy
 
 from ..pool import DRAINING, OFF, READY, STARTING
+from ..run import Run
 
 if TYPE_CHECKING:
-    from ..engine import Platform
     from ..pool import Pool, Replica
 
 
@@ -32,7 +32,7 @@ class NoAutoscaler:
 
 
 class Autoscaler(NoAutoscaler):
-    def __init__(self, platform: Platform, pool: Pool) -> None:
+    def __init__(self, platform: Run, pool: Pool) -> None:
         self.platform, self.pool, self.config = platform, pool, pool.config.autoscaler
         self.last_change_s = 0.0
         self.open_batches: list[int] = []  # batches still running at the last evaluation

@@ -15,16 +15,16 @@ import numpy as np
 from ...config import CascadeConfig
 from ..requests import filled
 from ..response import Responses
+from ..run import Run
 
 if TYPE_CHECKING:
-    from ..engine import Platform
     from ..pool import Pool
 
 
 class Escalation(Responses):
     """The small pool's exit: escalate what it is unsure of, answer the rest."""
 
-    def __init__(self, platform: Platform, config: CascadeConfig, difficulty: np.ndarray) -> None:
+    def __init__(self, platform: Run, config: CascadeConfig, difficulty: np.ndarray) -> None:
         super().__init__(platform, platform.answers.window)
         requests = platform.requests
         n = requests.n

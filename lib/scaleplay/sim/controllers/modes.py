@@ -15,14 +15,14 @@ import simpy
 
 from ...config import ModeControllerConfig
 from ..response import LatencyWindow
+from ..run import Run
 
 if TYPE_CHECKING:
-    from ..engine import Platform
     from ..pool import Pool
 
 
 class ModeController:
-    def __init__(self, platform: Platform, config: ModeControllerConfig, window: LatencyWindow) -> None:
+    def __init__(self, platform: Run, config: ModeControllerConfig, window: LatencyWindow) -> None:
         self.platform, self.config, self.window = platform, config, window
         self.pools: list[Pool] = []  # the large pools whose batchers it turns
         platform.mode_changes.append((0.0, 0))

@@ -12,9 +12,9 @@ import simpy
 from ...config import TimeBoxConfig
 from ...profiles import RandomServiceTime
 from ..requests import ANSWERED, IN_LINE
+from ..run import Run
 
 if TYPE_CHECKING:
-    from ..engine import Platform
     from ..pool import Pool
 
 
@@ -26,7 +26,7 @@ class OpenAdmission:
 
 
 class TimeBox(OpenAdmission):
-    def __init__(self, platform: Platform, config: TimeBoxConfig) -> None:
+    def __init__(self, platform: Run, config: TimeBoxConfig) -> None:
         self.platform, self.config = platform, config
         self.rng = platform.stream("timebox")
         requests = platform.requests
