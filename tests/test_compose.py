@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import assert_outcomes_balance, make_arrivals, poisson_arrivals
+from scaleplay.config import CONTINUOUS_POLICIES
 from scaleplay.controls import (
     AutoscalerConfig,
     CascadeConfig,
@@ -38,6 +39,9 @@ from scaleplay.simulator import (
     simulate,
 )
 from test_properties import STAMPS
+
+#: The balancing policies a static batcher takes (the rest read a continuous batcher's KV cache).
+STATIC_POLICIES = tuple(p for p in POLICIES if p not in CONTINUOUS_POLICIES)
 
 EXPONENTIAL = RandomServiceTime(AffineServiceTime(fixed_s=0.8), "exponential")
 BATCHABLE = AffineServiceTime(fixed_s=0.4, per_item_s=0.1, per_token_in_s=0.001)
@@ -207,7 +211,7 @@ def composed_platforms(draw: st.DrawFn) -> PlatformConfig:
             BatcherConfig(
                 draw(st.integers(1, 3)), draw(st.sampled_from([0.0, 0.3])), draw(st.integers(1, 2))
             ),
-            draw(st.sampled_from(POLICIES)),
+            draw(st.sampled_from(STATIC_POLICIES)),
             name=name,
             autoscaler=autoscaler,
         )

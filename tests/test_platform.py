@@ -420,4 +420,11 @@ def test_config_must_be_a_platform_config():
 
 
 def test_policies_are_the_documented_ones():
-    assert POLICIES == ("shared_queue", "round_robin", "join_shortest_queue", "power_of_two")
+    assert POLICIES == (
+        "shared_queue",
+        "round_robin",
+        "join_shortest_queue",
+        "power_of_two",
+        "least_outstanding_tokens",
+        "least_kv_cache",
+    )

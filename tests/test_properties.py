@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_arrivals
+from scaleplay.config import CONTINUOUS_POLICIES
 from scaleplay.profiles import AffineServiceTime, RandomServiceTime
 from scaleplay.schema import OUTCOMES
 from scaleplay.simulator import (
@@ -23,6 +24,9 @@ from scaleplay.simulator import (
     PoolConfig,
     simulate,
 )
+
+#: The balancing policies a static batcher takes (the rest read a continuous batcher's KV cache).
+STATIC_POLICIES = tuple(p for p in POLICIES if p not in CONTINUOUS_POLICIES)
 
 SERVICES = [
     AffineServiceTime(fixed_s=1.0),
@@ -56,7 +60,7 @@ def platforms(draw: st.DrawFn) -> PlatformConfig:
         max_wait_s=draw(st.sampled_from([0.0, 0.2, 1.0])),
         max_concurrent_batches=draw(st.integers(1, 2)),
     )
-    service, policy = draw(st.sampled_from(SERVICES)), draw(st.sampled_from(POLICIES))
+    service, policy = draw(st.sampled_from(SERVICES)), draw(st.sampled_from(STATIC_POLICIES))
     pool = PoolConfig(draw(st.integers(1, 3)), service, batcher, policy)
     rate = draw(st.none() | st.floats(0.5, 5.0))
     gateway = GatewayConfig(

@@ -14,11 +14,15 @@ from hypothesis import strategies as st
 
 from conftest import assert_outcomes_balance, make_arrivals, poisson_arrivals
 from scaleplay.alerting import SLO
+from scaleplay.config import CONTINUOUS_POLICIES
 from scaleplay.profiles import AffineServiceTime, RandomServiceTime
 from scaleplay.regions import Fault, Region, RegionsConfig, fault_impact, region_report
 from scaleplay.schema import REGION_LOG_COLUMNS, REQUEST_LOG_COLUMNS
 from scaleplay.simulator import POLICIES, BatcherConfig, GatewayConfig, PlatformConfig, PoolConfig, simulate
 from test_properties import STAMPS, arrivals_tables
+
+#: The balancing policies a static batcher takes (the rest read a continuous batcher's KV cache).
+STATIC_POLICIES = tuple(p for p in POLICIES if p not in CONTINUOUS_POLICIES)
 
 EXPONENTIAL = RandomServiceTime(AffineServiceTime(fixed_s=0.5), "exponential")
 # us <-> eu 80 ms, eu <-> ap 100 ms, us <-> ap 150 ms
@@ -211,7 +215,7 @@ def regional_platforms(draw: st.DrawFn) -> PlatformConfig:
     )
     service = draw(st.sampled_from([AffineServiceTime(fixed_s=1.0), EXPONENTIAL]))
     faulty = draw(st.booleans())
-    policy = draw(st.sampled_from(POLICIES))
+    policy = draw(st.sampled_from(STATIC_POLICIES))
     pool = PoolConfig(draw(st.integers(1, 3)), service, batcher, policy)
     names = ["a", "b", "c"][: draw(st.integers(1, 3))]
     shares = np.full(len(names), 1.0 / len(names))

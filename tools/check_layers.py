@@ -34,14 +34,13 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "trace",
                 "capacity",
                 "fastpath",
-                "measured",
                 "steptime",
             }
         ),
     ),
     ("config", frozenset({"config"})),
     ("engine", frozenset({"sim"})),
-    ("analysis", frozenset({"metrics", "alerting", "cost", "controls", "regions", "simulator"})),
+    ("analysis", frozenset({"metrics", "alerting", "cost", "controls", "regions", "simulator", "measured"})),
     ("plan", frozenset({"planner", "scenario", "__main__", "__init__"})),
 )
 __doc__ += "\n".join(f"    {name}: {', '.join(sorted(units))}" for name, units in LAYERS) + "\n"

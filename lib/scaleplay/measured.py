@@ -10,22 +10,64 @@ time per output token and end-to-end latency (what a simulation is scored on).
 measured arrival times and token counts, one class, priority 0, and a difficulty drawn uniformly from
 the stream ``"measured.difficulty"`` (the measurements record none).
 
+The rest replays the experiments through the engine and scores it (``book/simulator.md``, "Against a
+real vLLM server"):
+
+- ``vllm_platform(step)``: the measured server as a ``PlatformConfig``: one replica batching
+  continuously with the settings DistServe launched vLLM with (``VLLM_SERVER``), no network hop.
+  ``static_platform(step)``: the same GPU behind the static batcher, for contrast.
+- ``calibrate_vllm_step()``: starts from the shipped A100 step profile (``steptime.load_step_profile``)
+  and fits ``CALIBRATED`` (its two efficiencies) so that the simulated mean TTFT and mean TPOT of one
+  experiment (1 req/s) equal the measured ones. Nothing else is fitted, and no other experiment is read.
+- ``vllm_validation(step)``: one row per experiment: measured and simulated mean TTFT, TPOT and
+  latency with their relative errors, and the static batcher's mean latency beside them.
+- ``knee_rate_per_s(table, column)``: the lowest rate whose mean TTFT passes a threshold.
+- ``kv_tokens_held(requests)``: the KV cache a server held over time, reconstructed from its requests'
+  times: how full the measured server's cache got.
+
+TPOT is DistServe's: ``(latency - TTFT) / (tokens_out - 1)`` per request, then the mean.
+
 >>> int(vllm_experiments().loc[(100, 1.0), "requests"])
 100
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
 import pandas as pd
+from scipy import optimize
 
-from ._validate import _show, check_finite, check_int
+from ._validate import _kind, _show, check_finite, check_int, check_positive
+from .config import BatcherConfig, ContinuousBatcherConfig, PlatformConfig, PoolConfig
+from .profiles import RooflineServiceTime
 from .rng import stream
 from .schema import ARRIVAL_COLUMNS
+from .sim import simulate
+from .steptime import StepTimeModel, load_step_profile
 
-__all__ = ["VLLM_COLUMNS", "load_vllm_measurements", "vllm_experiments", "replay_arrivals"]
+__all__ = [
+    "VLLM_COLUMNS",
+    "VLLM_SERVER",
+    "CALIBRATED",
+    "CALIBRATION_EXPERIMENT",
+    "load_vllm_measurements",
+    "vllm_experiments",
+    "replay_arrivals",
+    "vllm_step_profile",
+    "vllm_platform",
+    "static_platform",
+    "token_times",
+    "VllmCalibration",
+    "calibrate_vllm_step",
+    "vllm_validation",
+    "knee_rate_per_s",
+    "kv_tokens_held",
+]
 
 #: The measurements' columns and what they mean.
 VLLM_COLUMNS: dict[str, tuple[str, str]] = {
@@ -93,3 +135,278 @@ def replay_arrivals(requests: int, rate_per_s: float, *, seed: int = 0) -> pd.Da
         }
     )
     return table[list(ARRIVAL_COLUMNS)]
+
+
+# --------------------------------------------------------------------------------------------------
+# The measured server, replayed
+# --------------------------------------------------------------------------------------------------
+
+#: The server that was measured. The flags are those DistServe launched its vLLM baseline with
+#: (``evaluation/2-benchmark-serving/2-start-api-server.py``, LLMServe/DistServe at e2d4dca,
+#: 2024-06-06: ``--block-size 16 --gpu-memory-utilization 0.95 --max-num-batched-tokens 16384
+#: --max-num-seqs 1024 --dtype half -tp 1``); vLLM of that time (V0) ran whole prompts first, without
+#: chunked prefill (``"prefill_first"``). OPT-13B holds at most 2,048 tokens a sequence.
+VLLM_SERVER: dict[str, object] = {
+    "hardware": "A100 80GB SXM",
+    "model": "OPT-13B",
+    "dtype": "fp16",
+    "tensor_parallel": 1,
+    "step_profile": "a100-80gb",
+    "block_tokens": 16,
+    "gpu_memory_utilization": 0.95,
+    "max_batched_tokens": 16384,
+    "max_num_seqs": 1024,
+    "schedule": "prefill_first",
+    "max_model_len_tokens": 2048,
+}
+#: The step-time coefficients ``calibrate_vllm_step`` fits; the others keep the shipped profile's values.
+CALIBRATED: tuple[str, ...] = ("compute_efficiency", "bandwidth_efficiency")
+#: The one experiment the calibration reads: (requests, rate_per_s).
+CALIBRATION_EXPERIMENT: tuple[int, float] = (100, 1.0)
+
+
+def vllm_step_profile() -> StepTimeModel:
+    """The shipped A100 step profile (``data/step_profiles.csv``, fitted on llama2-70b at TP 2 and 8)
+    applied to OPT-13B in fp16 on one GPU: the calibration's starting point."""
+    return load_step_profile(
+        str(VLLM_SERVER["step_profile"]), str(VLLM_SERVER["model"]), int(VLLM_SERVER["tensor_parallel"])
+    )
+
+
+def _check_step(step: object) -> StepTimeModel:
+    if not isinstance(step, StepTimeModel):
+        raise TypeError(f"step must be a StepTimeModel (e.g. vllm_step_profile()), got {_kind(step)}")
+    return step
+
+
+def vllm_platform(
+    step: StepTimeModel, *, gpu_memory_utilization: float = float(VLLM_SERVER["gpu_memory_utilization"])
+) -> PlatformConfig:
+    """The measured server: one replica timed by ``step``, batching continuously with ``VLLM_SERVER``'s
+    settings (``gpu_memory_utilization`` may be changed, to see what the KV cache's size does), and no
+    network hop (the measurements' client ran beside the server)."""
+    step = _check_step(step)
+    batcher = ContinuousBatcherConfig(
+        max_num_seqs=int(VLLM_SERVER["max_num_seqs"]),
+        max_batched_tokens=int(VLLM_SERVER["max_batched_tokens"]),
+        block_tokens=int(VLLM_SERVER["block_tokens"]),
+        gpu_memory_utilization=gpu_memory_utilization,
+        schedule=str(VLLM_SERVER["schedule"]),
+    )
+    return PlatformConfig(pool=PoolConfig(1, step, batcher), network_hop_s=0.0)
+
+
+def static_platform(step: StepTimeModel, *, max_batch_size: int | None = None) -> PlatformConfig:
+    """The same GPU behind the static batcher: a batch of up to ``max_batch_size`` waiting requests runs
+    until its longest answer is done, timed by the roofline (``profiles.RooflineServiceTime``) with
+    ``step``'s efficiencies and overhead. By default ``max_batch_size`` is what a static batcher can
+    promise memory for: the KV cache of ``vllm_platform(step)`` over the longest sequence (2,048 tokens),
+    since every member of the batch may grow that long."""
+    step = _check_step(step)
+    if max_batch_size is None:
+        batcher = vllm_platform(step).pool.batcher
+        kv_tokens = batcher.kv_blocks(step) * batcher.block_tokens
+        max_batch_size = max(1, kv_tokens // int(VLLM_SERVER["max_model_len_tokens"]))
+    service = RooflineServiceTime(
+        step.hardware,
+        step.model,
+        overhead_s=step.overhead_s,
+        compute_efficiency=step.compute_efficiency,
+        bandwidth_efficiency=step.bandwidth_efficiency,
+        tensor_parallel=step.tensor_parallel,
+    )
+    return PlatformConfig(
+        pool=PoolConfig(1, service, BatcherConfig(max_batch_size=max_batch_size)), network_hop_s=0.0
+    )
+
+
+def token_times(log: pd.DataFrame) -> pd.DataFrame:
+    """Each completed request's ``ttft_s``, ``tpot_s`` (DistServe's: ``(latency_s - ttft_s) /
+    (tokens_out - 1)``) and ``latency_s``, from a RequestLog of a continuous-batching run."""
+    if not isinstance(log, pd.DataFrame):
+        raise TypeError(f"log must be a RequestLog (a DataFrame), got {_kind(log)}")
+    missing = [c for c in ("ttft_s", "latency_s", "tokens_out", "outcome") if c not in log.columns]
+    if missing:
+        raise ValueError(
+            f"log lacks the columns {missing}: token times need a RequestLog of a continuous-batching "
+            "pool (its ttft_s column)"
+        )
+    done = log[log["outcome"] == "completed"]
+    ttft, latency = done["ttft_s"].to_numpy(float), done["latency_s"].to_numpy(float)
+    later_tokens = done["tokens_out"].to_numpy(float) - 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tpot = np.where(later_tokens >= 1, (latency - ttft) / later_tokens, np.nan)
+    return pd.DataFrame({"ttft_s": ttft, "tpot_s": tpot, "latency_s": latency}, index=done.index)
+
+
+def _experiment_key(requests: object, rate_per_s: object) -> tuple[int, float]:
+    requests = check_int("requests", requests, minimum=1)
+    rate_per_s = check_finite("rate_per_s", rate_per_s)
+    if (requests, rate_per_s) not in vllm_experiments().index:
+        replay_arrivals(requests, rate_per_s)  # names the experiments there are
+    return requests, rate_per_s
+
+
+def _means(frame: pd.DataFrame) -> dict[str, float]:
+    return {name: float(frame[name].mean()) for name in ("ttft_s", "tpot_s", "latency_s")}
+
+
+@dataclass(frozen=True)
+class VllmCalibration:
+    """What ``calibrate_vllm_step`` fitted, on what, and how close it came.
+
+    ``step`` is the calibrated model; ``fitted`` and ``start`` hold the ``CALIBRATED`` coefficients
+    after and before; ``experiment`` is the (requests, rate_per_s) it read; ``measured`` and
+    ``simulated`` the mean ``ttft_s``, ``tpot_s`` and ``latency_s`` of that experiment (the first two
+    are fitted, the latency is a check); ``simulations`` the runs the fit took.
+    """
+
+    step: StepTimeModel
+    fitted: dict[str, float]
+    start: dict[str, float]
+    experiment: tuple[int, float]
+    measured: dict[str, float]
+    simulated: dict[str, float]
+    simulations: int
+
+
+def calibrate_vllm_step(
+    step: StepTimeModel | None = None,
+    *,
+    requests: int = CALIBRATION_EXPERIMENT[0],
+    rate_per_s: float = CALIBRATION_EXPERIMENT[1],
+    seed: int = 0,
+) -> VllmCalibration:
+    """Fit ``step``'s two efficiencies (``CALIBRATED``) on one measured experiment.
+
+    ``step`` (default ``vllm_step_profile()``) gives the start and every other coefficient. The
+    experiment (default 100 requests at 1 req/s) is replayed on ``vllm_platform``; Nelder-Mead
+    (``scipy.optimize.minimize``, from the start, a fixed simplex) minimises the squared logarithms of
+    simulated over measured mean TTFT and mean TPOT. The prefill (hence TTFT) is compute-bound and the
+    decode step (hence TPOT) memory-bound, so each efficiency has its own number to match. Deterministic:
+    the same arguments give the same fit.
+    """
+    step = vllm_step_profile() if step is None else _check_step(step)
+    key = _experiment_key(requests, rate_per_s)
+    arrivals = replay_arrivals(*key, seed=seed)
+    measured = {name: float(vllm_experiments().loc[key, name]) for name in ("ttft_s", "tpot_s", "latency_s")}
+    start = np.array([getattr(step, name) for name in CALIBRATED])
+    runs = 0
+
+    def model(x: np.ndarray) -> StepTimeModel:
+        return dataclasses.replace(step, **dict(zip(CALIBRATED, (float(v) for v in x), strict=True)))
+
+    def replay(x: np.ndarray) -> dict[str, float]:
+        nonlocal runs
+        runs += 1
+        return _means(token_times(simulate(arrivals, vllm_platform(model(x)), seed=seed).log))
+
+    def loss(x: np.ndarray) -> float:
+        if not np.all((x > 0) & (x <= 1)):  # an efficiency is a fraction of the peak
+            return 1e6 * (1.0 + float(np.abs(x - np.clip(x, 1e-6, 1.0)).sum()))
+        simulated = replay(x)
+        return sum(math.log(simulated[n] / measured[n]) ** 2 for n in ("ttft_s", "tpot_s"))
+
+    simplex = np.array([start, start * [0.9, 1.0], start * [1.0, 0.9]])
+    result = optimize.minimize(
+        loss, start, method="Nelder-Mead",
+        options={"initial_simplex": simplex, "xatol": 1e-4, "fatol": 1e-10, "maxiter": 400},
+    )  # fmt: skip
+    fitted = model(result.x)
+    return VllmCalibration(
+        step=fitted,
+        fitted={name: getattr(fitted, name) for name in CALIBRATED},
+        start={name: getattr(step, name) for name in CALIBRATED},
+        experiment=key,
+        measured=measured,
+        simulated=replay(result.x),
+        simulations=runs,
+    )
+
+
+def vllm_validation(
+    step: StepTimeModel,
+    *,
+    seed: int = 0,
+    gpu_memory_utilization: float = float(VLLM_SERVER["gpu_memory_utilization"]),
+    static_max_batch_size: int | None = None,
+) -> pd.DataFrame:
+    """Every measured experiment replayed on ``vllm_platform(step)`` and ``static_platform(step)``.
+
+    One row per experiment, indexed by (``requests``, ``rate_per_s``), ordered by rate: the measured and
+    simulated mean ``ttft``, ``tpot`` and ``latency`` (``measured_ttft_s``, ``simulated_ttft_s``,
+    ``ttft_error`` = simulated / measured - 1, and so on), ``completed`` (requests the engine
+    finished), and the static batcher's ``static_latency_s`` and ``static_latency_error`` (it makes no
+    first token, so only its latency). Means are over completed requests.
+    """
+    step = _check_step(step)
+    continuous = vllm_platform(step, gpu_memory_utilization=gpu_memory_utilization)
+    static = static_platform(step, max_batch_size=static_max_batch_size)
+    rows = []
+    for key, measured in vllm_experiments().iterrows():
+        arrivals = replay_arrivals(*key, seed=seed)
+        times = token_times(simulate(arrivals, continuous, seed=seed).log)
+        simulated = _means(times)
+        static_log = simulate(arrivals, static, seed=seed).log
+        static_latency_s = float(static_log.loc[static_log["outcome"] == "completed", "latency_s"].mean())
+        row: dict[str, float] = {"requests": key[0], "rate_per_s": key[1]}
+        for name in ("ttft", "tpot", "latency"):
+            row[f"measured_{name}_s"] = float(measured[f"{name}_s"])
+            row[f"simulated_{name}_s"] = simulated[f"{name}_s"]
+            row[f"{name}_error"] = simulated[f"{name}_s"] / float(measured[f"{name}_s"]) - 1.0
+        row["completed"] = len(times)
+        row["static_latency_s"] = static_latency_s
+        row["static_latency_error"] = static_latency_s / float(measured["latency_s"]) - 1.0
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values(["rate_per_s", "requests"], kind="stable")
+    return table.set_index(["requests", "rate_per_s"])
+
+
+def knee_rate_per_s(
+    table: pd.DataFrame, column: str = "simulated_ttft_s", *, threshold_s: float = 1.0
+) -> float:
+    """The lowest ``rate_per_s`` (an index level of ``table``) whose ``column`` passes ``threshold_s``;
+    NaN when none does."""
+    if not isinstance(table, pd.DataFrame) or "rate_per_s" not in table.index.names:
+        raise TypeError(
+            f"table must be a DataFrame indexed by rate_per_s (vllm_validation()), got {_kind(table)}"
+        )
+    if not isinstance(column, str) or column not in table.columns:
+        raise ValueError(f"column must be one of table's columns {list(table.columns)}, got {_show(column)}")
+    threshold_s = check_positive("threshold_s", threshold_s)
+    rates = table.index.get_level_values("rate_per_s")
+    over = rates[table[column].to_numpy(float) > threshold_s]
+    return float(over.min()) if len(over) else math.nan
+
+
+def kv_tokens_held(requests: pd.DataFrame, *, step_s: float = 0.1) -> pd.Series:
+    """The KV-cache tokens a server held over time, reconstructed from its requests' times alone.
+
+    ``requests`` has one row per request with ``arrival_s``, ``ttft_s``, ``latency_s``, ``tokens_in``
+    and ``tokens_out`` (``load_vllm_measurements()`` filtered to one experiment, for instance). A request
+    is taken to hold its prompt and the tokens made so far from its first token to its end, making them
+    at a steady pace; a preempted request, which really gave its blocks back for a while, is counted as
+    holding them. Returns the tokens held every ``step_s`` seconds (at most 10**6 points), indexed by
+    ``t_s``.
+    """
+    columns = ["arrival_s", "ttft_s", "latency_s", "tokens_in", "tokens_out"]
+    if not isinstance(requests, pd.DataFrame):
+        raise TypeError(f"requests must be a DataFrame with the columns {columns}, got {_kind(requests)}")
+    missing = [c for c in columns if c not in requests.columns]
+    if missing:
+        raise ValueError(f"requests lacks the columns {missing}")
+    step_s = check_positive("step_s", step_s)
+    start = requests["arrival_s"].to_numpy(float) + requests["ttft_s"].to_numpy(float)
+    end = requests["arrival_s"].to_numpy(float) + requests["latency_s"].to_numpy(float)
+    points = int(np.ceil(end.max() / step_s)) + 1 if len(end) else 1
+    if not points <= 10**6:
+        raise ValueError(f"step_s={_show(step_s)} cuts {end.max():g} s into more than 10**6 points")
+    t_s = np.arange(points) * step_s
+    held = np.zeros(points)
+    made_per_s = (requests["tokens_out"].to_numpy(float) - 1.0) / np.maximum(end - start, 1e-12)
+    for begin, finish, prompt, pace in zip(
+        start, end, requests["tokens_in"].to_numpy(float), made_per_s, strict=True
+    ):
+        lo, hi = np.searchsorted(t_s, [begin, finish])
+        held[lo:hi] += prompt + 1.0 + pace * (t_s[lo:hi] - begin)
+    return pd.Series(held, index=pd.Index(t_s, name="t_s"), name="kv_tokens")

@@ -8,6 +8,11 @@ Latency counts only *completed* requests: a rejected or timed-out request has no
 shows up in the outcome shares and in goodput instead. Goodput is the rate of requests that completed
 *within the SLO*, the number a product owner cares about; throughput that misses the SLO is not good.
 
+With continuous batching (``sim.continuous``) a run also measures tokens: the RequestLog's
+``ttft_s`` and ``tpot_s`` (``token_latency_percentiles``, ``token_goodput_per_s``), the record of
+iterations (``inter_token_latency_percentiles``) and the engine's state per pool over time
+(``engine_timeline``).
+
 The confidence-interval helpers at the end are what the validation tests use to compare a simulation
 with a formula: the mean of independent replications (or of batches of one long run) plus or minus a
 Student t half-width.
@@ -32,7 +37,18 @@ from ._validate import (
     check_real_array,
     check_seconds,
 )
-from .schema import OUTCOMES, REQUEST_LOG_COLUMNS, TIMELINE_COLUMNS, check_columns
+from .schema import (
+    CONTROL_LOG_COLUMNS,
+    ENGINE_LOG_COLUMNS,
+    ENGINE_POOL_TIMELINE_COLUMNS,
+    ITERATION_COLUMNS,
+    OUTCOMES,
+    REGION_LOG_COLUMNS,
+    REQUEST_LOG_COLUMNS,
+    TIMELINE_COLUMNS,
+    check_columns,
+)
+from .sim.output import SimulationResult, engine_levels, interval_count, time_in_bins
 
 __all__ = [
     "STAGES",
@@ -43,6 +59,11 @@ __all__ = [
     "outcome_counts",
     "outcome_shares",
     "goodput_per_s",
+    "token_latency_percentiles",
+    "joint_slo_attainment",
+    "token_goodput_per_s",
+    "inter_token_latency_percentiles",
+    "engine_timeline",
     "utilization",
     "mean_batch_size",
     "peak_hour_successes",
@@ -102,17 +123,21 @@ def latency_percentiles(
     done = _completed(log)
     if by is None:
         return pd.Series(_quantile_entries(done["latency_s"].to_numpy(), qs), name="latency_s")
-    if not isinstance(by, str):
-        raise TypeError(f"by must be None or a column name (str), got {_show(by)} ({_kind(by)})")
-    if by not in log.columns:
-        raise ValueError(
-            f"by must be None or a column of log, got {_show(by)}; columns are {list(log.columns)}"
-        )
+    _check_by(log, by, "log")
     rows = {
         key: _quantile_entries(done.loc[done[by] == key, "latency_s"].to_numpy(), qs)
         for key in sorted(log[by].unique())
     }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(by)
+
+
+def _check_by(frame: pd.DataFrame, by: object, name: str) -> None:
+    if not isinstance(by, str):
+        raise TypeError(f"by must be None or a column name (str), got {_show(by)} ({_kind(by)})")
+    if by not in frame.columns:
+        raise ValueError(
+            f"by must be None or a column of {name}, got {_show(by)}; columns are {list(frame.columns)}"
+        )
 
 
 def stage_breakdown(log: pd.DataFrame, quantiles: Sequence[float] = (0.5, 0.99)) -> pd.DataFrame:
@@ -183,21 +208,36 @@ def _token_times(frame: object) -> tuple[np.ndarray, np.ndarray]:
 
 
 def token_latency_percentiles(
-    requests: pd.DataFrame, quantiles: Sequence[float] = (0.5, 0.9, 0.99)
+    requests: pd.DataFrame, quantiles: Sequence[float] = (0.5, 0.9, 0.99), by: str | None = None
 ) -> pd.DataFrame:
     """Percentiles of time to first token and time per output token (after the first), one row each.
 
     ``requests`` holds one row per answered request with ``ttft_s`` and ``tpot_s`` (as a serving
-    engine's measurements do, ``measured.load_vllm_measurements``); the columns are ``p50_s``, ... .
+    engine's measurements do, ``measured.load_vllm_measurements``), or is a RequestLog of a platform
+    with continuous batching (``schema.ENGINE_LOG_COLUMNS``: NaN, so left out, unless completed); the
+    columns are ``p50_s``, ... . With ``by`` a column (``"class_name"``, ``"priority"``...) the rows are
+    indexed by (value, ``"ttft"`` or ``"tpot"``), one pair per value found (NaN where none has one).
     """
     qs = _check_quantiles(quantiles)
     ttft, tpot = _token_times(requests)
-    return pd.DataFrame(
-        {
-            name: _quantile_entries(values[~np.isnan(values)], qs)
-            for name, values in (("ttft", ttft), ("tpot", tpot))
-        }
-    ).T
+
+    def table(rows: np.ndarray | slice) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                name: _quantile_entries(values[rows][~np.isnan(values[rows])], qs)
+                for name, values in (("ttft", ttft), ("tpot", tpot))
+            }
+        ).T
+
+    if by is None:
+        return table(slice(None))
+    _check_by(requests, by, "requests")
+    keys = requests[by].to_numpy()
+    parts = {key: table(keys == key) for key in sorted(pd.unique(keys))}
+    if not parts:
+        index = pd.MultiIndex.from_arrays([[], []], names=[by, "measure"])
+        return pd.DataFrame(columns=[_label(q) for q in qs], index=index, dtype=np.float64)
+    return pd.concat(parts, names=[by, "measure"])
 
 
 def joint_slo_attainment(requests: pd.DataFrame, ttft_slo_s: float, tpot_slo_s: float) -> float:
@@ -207,6 +247,213 @@ def joint_slo_attainment(requests: pd.DataFrame, ttft_slo_s: float, tpot_slo_s: 
     tpot_slo_s = check_positive("tpot_slo_s", tpot_slo_s)
     ttft, tpot = _token_times(requests)
     return float(np.mean((ttft <= ttft_slo_s) & (tpot <= tpot_slo_s))) if len(ttft) else math.nan
+
+
+def token_goodput_per_s(
+    log: pd.DataFrame, ttft_slo_s: float, tpot_slo_s: float, start_s: float, end_s: float
+) -> float:
+    """Requests that arrived in ``[start_s, end_s)`` and completed with their TTFT within
+    ``ttft_slo_s`` and their TPOT within ``tpot_slo_s``, per second (DistServe's goodput).
+
+    ``log`` is a RequestLog of a platform with continuous batching (``schema.ENGINE_LOG_COLUMNS``).
+    Requests are counted by arrival, as ``goodput_per_s`` counts them. A request of one output token
+    has no TPOT and meets that SLO; a completed request without its own TTFT (``ttft_s`` NaN: a static
+    pool or the cache answered it) meets neither.
+    """
+    ttft_slo_s = check_positive("ttft_slo_s", ttft_slo_s)
+    tpot_slo_s = check_positive("tpot_slo_s", tpot_slo_s)
+    window_s = _window("start_s", start_s, "end_s", end_s)
+    _need(log, "log", REQUEST_LOG_COLUMNS, ["arrived_s", "outcome", "tokens_out"])
+    _need(log, "log", ENGINE_LOG_COLUMNS, ["ttft_s", "tpot_s"])
+    arrived = log["arrived_s"].to_numpy(dtype=np.float64)
+    ttft = log["ttft_s"].to_numpy(dtype=np.float64)
+    tpot = log["tpot_s"].to_numpy(dtype=np.float64)
+    one_token = log["tokens_out"].to_numpy() <= 1
+    good = (
+        (log["outcome"] == "completed").to_numpy()
+        & (ttft <= ttft_slo_s)
+        & ((tpot <= tpot_slo_s) | one_token)
+        & (arrived >= start_s)
+        & (arrived < end_s)
+    )
+    return int(good.sum()) / window_s
+
+
+def _weighted_quantiles(values: np.ndarray, counts: np.ndarray, quantiles: list[float]) -> dict[str, float]:
+    """``np.quantile(np.repeat(values, counts), quantiles)`` (linear interpolation), without the repeat."""
+    keep = counts > 0
+    values, counts = values[keep], counts[keep]
+    if len(values) == 0:
+        return {_label(q): math.nan for q in quantiles}
+    order = np.argsort(values, kind="stable")
+    values, ends = values[order], np.cumsum(counts[order])  # order statistics ends[k-1] .. ends[k]-1
+    total = int(ends[-1])
+    out = {}
+    for q in quantiles:
+        position = (total - 1) * q
+        low = math.floor(position)
+        below = values[np.searchsorted(ends, low, side="right")]
+        above = values[np.searchsorted(ends, min(low + 1, total - 1), side="right")]
+        out[_label(q)] = float(below + (above - below) * (position - low))
+    return out
+
+
+def inter_token_latency_percentiles(
+    iterations: pd.DataFrame, batches: pd.DataFrame, quantiles: Sequence[float] = (0.5, 0.9, 0.99)
+) -> pd.Series:
+    """Percentiles of the time between two tokens of a sequence (after its first), from a run's record
+    of iterations (``SimulationResult.iterations``) and of batches (``SimulationResult.batches``).
+
+    Each decode iteration gives every decoding sequence one token: a run of ``steps`` iterations
+    lasting ``d`` seconds gives ``steps x decode_seqs`` tokens, each taken as waiting ``d / steps``
+    (the iterations of a run are taken as equally long; the context grows through it, so the later
+    ones are a little longer). Prefill iterations without decodes (``"prefill_first"``) stall the
+    sequences already decoding: their time is added to the first token of the next run for the
+    sequences decoding before them that did not finish at the previous run's end (from the batch
+    record), at most the next run's ``decode_seqs``. Not counted: a sequence prefilled in one of
+    several such iterations in a row waits through the later ones, and a preempted sequence's wait
+    to recompute. The percentiles weigh every token alike; labels ``p50_s``, ... .
+    """
+    qs = _check_quantiles(quantiles)
+    _need(iterations, "iterations", ITERATION_COLUMNS, ["pool", "replica", "start_s", "end_s", "steps"])
+    _need(iterations, "iterations", ITERATION_COLUMNS, ["decode_seqs"])
+    if not isinstance(batches, pd.DataFrame):
+        raise TypeError(f"batches must be a DataFrame (SimulationResult.batches), got {_kind(batches)}")
+    missing = [c for c in ("pool", "replica", "end_s") if c not in batches.columns]
+    if missing:
+        raise ValueError(f"batches lacks the columns {missing}; it has {list(batches.columns)}")
+    runs = iterations.sort_values(["pool", "replica", "start_s"], kind="stable").reset_index(drop=True)
+    start = runs["start_s"].to_numpy(dtype=np.float64)
+    end = runs["end_s"].to_numpy(dtype=np.float64)
+    steps = runs["steps"].to_numpy(dtype=np.int64)
+    decode = runs["decode_seqs"].to_numpy(dtype=np.int64)
+    if (steps < 0).any() or (decode < 0).any() or not (end >= start).all():
+        raise ValueError("iterations must hold steps >= 0, decode_seqs >= 0 and end_s >= start_s in each row")
+    if len(runs) == 0:
+        return pd.Series({_label(q): math.nan for q in qs}, name="inter_token_latency_s")
+    # Sequences that left at each run's end: the batch rows of its replica ending then.
+    ended = batches.groupby(["pool", "replica", "end_s"], sort=False).size().rename("ended")
+    finished = runs.join(ended, on=["pool", "replica", "end_s"])["ended"].fillna(0).to_numpy(dtype=np.int64)
+    n = len(runs)
+    same_replica = np.zeros(n, dtype=bool)
+    if n > 1:
+        same_replica[1:] = (runs["pool"].to_numpy()[1:] == runs["pool"].to_numpy()[:-1]) & (
+            runs["replica"].to_numpy()[1:] == runs["replica"].to_numpy()[:-1]
+        )
+    # A stretch: the replica's runs back to back (an idle gap means nothing was decoding).
+    joined = same_replica & np.append(False, start[1:] <= end[:-1])
+    stretch = np.cumsum(~joined)
+    decoding = steps > 0
+    previous = np.append(-1, np.maximum.accumulate(np.where(decoding, np.arange(n), -1))[:-1])
+    block = np.cumsum(decoding)  # prefill-only runs after decode run k share its block number
+    stall_s = np.bincount(block[~decoding], weights=(end - start)[~decoding], minlength=n + 1)
+    carried = np.maximum(decode - finished, 0)
+    stalled = np.where(
+        decoding & (previous >= 0) & (stretch[np.maximum(previous, 0)] == stretch),
+        np.minimum(carried[np.maximum(previous, 0)], decode),
+        0,
+    )
+    stalled_extra = np.where(decoding, stall_s[np.maximum(block - 1, 0)], 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        each_s = np.where(decoding, (end - start) / steps, 0.0)
+    values = np.concatenate((each_s, each_s + stalled_extra))
+    counts = np.concatenate((np.where(decoding, steps * decode - stalled, 0), stalled))
+    return pd.Series(_weighted_quantiles(values, counts, qs), name="inter_token_latency_s")
+
+
+def engine_timeline(result: SimulationResult, step_s: float = 1.0) -> pd.DataFrame:
+    """The continuous-batching engine per pool over time: one row per continuous pool and interval of
+    ``step_s`` (``schema.ENGINE_POOL_TIMELINE_COLUMNS``; the last interval ends at the horizon).
+
+    ``kv_cache_utilization``, ``running_seqs`` and ``preemptions`` are the Timeline's
+    ``ENGINE_TIMELINE_COLUMNS`` computed for each pool's replicas alone. ``waiting_seqs`` is the
+    Timeline's ``queue_length`` split by pool, from the RequestLog (so it needs the full log, not
+    ``log_columns="narrow"``): a request waits in the line of the pool it first joins from
+    ``features_ready_s`` until ``model_start_s`` (its deadline if it timed out, the horizon if it
+    still waits; a ``"too_long"`` request not at all); with a cascade it first joins the small model's
+    line, and an escalated request waits again in the large model's from ``escalated_s`` until
+    ``large_start_s``; with regions the pools are those of the request's ``region``. When every pool
+    batches continuously, ``waiting_seqs`` summed over the pools is the Timeline's ``queue_length``.
+    """
+    if not isinstance(result, SimulationResult):
+        raise TypeError(f"result must be a SimulationResult (what simulate returns), got {_kind(result)}")
+    step_s = check_seconds("step_s", step_s, positive=True)
+    if result.iterations is None or result.kv_capacity_tokens is None:
+        raise ValueError("result has no record of iterations; it must come from simulate")
+    columns = list(ENGINE_POOL_TIMELINE_COLUMNS)
+    capacity = result.kv_capacity_tokens
+    log, horizon_s = result.log, result.horizon_s
+    bins = max(interval_count(horizon_s, step_s), 1 if len(log) else 0)
+    if not capacity or bins == 0:
+        return pd.DataFrame(
+            {name: np.empty(0, dtype=dtype) for name, (dtype, _) in ENGINE_POOL_TIMELINE_COLUMNS.items()}
+        )
+    needed = ["arrived_s", "features_ready_s", "model_start_s", "outcome", "reject_reason"]
+    _need(log, "result.log", REQUEST_LOG_COLUMNS, needed)
+    starts = np.arange(bins) * step_s
+    edges = np.minimum(np.append(starts[1:], horizon_s), horizon_s)
+    widths = edges - starts
+    waits = _pool_waits(result)
+    iterations, preemptions, provisioning = result.iterations, result.preemptions, result.provisioning
+    parts = []
+    for pool, tokens in capacity.items():
+        lives = provisioning[provisioning["pool"] == pool]
+        levels = engine_levels(
+            iterations[iterations["pool"] == pool],
+            preemptions.loc[preemptions["pool"] == pool, "t_s"].to_numpy(dtype=np.float64),
+            lives,
+            np.full(len(lives), float(tokens)),
+            starts,
+            edges,
+        )
+        waited_from, waited_to = waits.get(pool, (np.empty(0), np.empty(0)))
+        waiting_s = time_in_bins(waited_from, np.minimum(waited_to, horizon_s), starts, edges)
+        levels["waiting_seqs"] = np.divide(waiting_s, widths, out=np.zeros(bins), where=widths > 0)
+        parts.append(pd.DataFrame({"pool": np.full(bins, pool, dtype=object), "t_s": starts, **levels}))
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
+def _pool_waits(result: SimulationResult) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each pool's waits in its line (joined, left), read from the RequestLog as the Timeline does."""
+    log, config, horizon_s = result.log, result.config, result.horizon_s
+    ready = log["features_ready_s"].to_numpy(dtype=np.float64)
+    left = log["model_start_s"].to_numpy(dtype=np.float64).copy()
+    timeout_s = config.gateway.timeout_s
+    timed_out = (log["outcome"] == "timed_out").to_numpy()
+    if timeout_s is not None:
+        left = np.where(timed_out, log["arrived_s"].to_numpy(dtype=np.float64) + timeout_s, left)
+    left = np.where((log["reject_reason"] == "too_long").to_numpy(), ready, left)
+    left = np.where(np.isnan(left), horizon_s, left)
+    # The pools' names, as the engine gives them: the region's (or the pool's) and '<region>/<small>'.
+    if config.regions is not None:
+        _need(log, "result.log", REGION_LOG_COLUMNS, ["region"])
+        large = log["region"].to_numpy(dtype=object)
+    else:
+        large = np.full(len(log), config.pool.name, dtype=object)
+    first = large
+    if config.cascade is not None:
+        small = config.cascade.small.name
+        first = np.full(len(log), small, dtype=object)
+        if config.regions is not None:
+            first = np.array([f"{region}/{small}" for region in large], dtype=object)
+    waits: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    in_line = ~np.isnan(ready)
+    for pool in pd.unique(first[in_line]):
+        rows = in_line & (first == pool)
+        waits.setdefault(pool, []).append((ready[rows], left[rows]))
+    if config.cascade is not None:
+        _need(log, "result.log", CONTROL_LOG_COLUMNS, ["escalated_s", "large_start_s"])
+        escalated = log["escalated_s"].to_numpy(dtype=np.float64)
+        again = ~np.isnan(escalated)
+        second_left = log["large_start_s"].to_numpy(dtype=np.float64)
+        second_left = np.where(np.isnan(second_left), horizon_s, second_left)
+        for pool in pd.unique(large[again]):
+            rows = again & (large == pool)
+            waits.setdefault(pool, []).append((escalated[rows], second_left[rows]))
+    return {
+        pool: (np.concatenate([f for f, _ in parts]), np.concatenate([t for _, t in parts]))
+        for pool, parts in waits.items()
+    }
 
 
 def _window(start_name: str, start_s: float, end_name: str, end_s: float) -> float:
@@ -351,7 +598,8 @@ def littles_law(
     ``arrived_s + timeout_s`` for those that timed out waiting (the log does not hold the deadline, so
     ``timeout_s`` is required when there are any), or until the window's end for those still waiting.
     With a cascade an escalated request joins a second line, the large model's, at ``escalated_s``
-    and leaves it at ``large_start_s``: that wait counts too, as the Timeline counts it. Over a run
+    and leaves it at ``large_start_s``: that wait counts too, as the Timeline counts it; a request a
+    continuous-batching replica rejected as ``"too_long"`` counts with no wait, as there. Over a run
     that ends with every request settled the two agree exactly; a large ``relative_gap`` flags a log
     and a timeline that disagree.
     """
@@ -373,6 +621,9 @@ def littles_law(
                 "and the log does not say when"
             )
         left_s[timed_out] = entered["arrived_s"].to_numpy()[timed_out] + timeout_s
+    if "reject_reason" in entered.columns:  # a continuous replica turned it away; when is not recorded
+        too_long = (entered["reject_reason"] == "too_long").to_numpy()
+        left_s[too_long] = entered["features_ready_s"].to_numpy(dtype=np.float64)[too_long]
     left_s = np.where(np.isnan(left_s), end_s, left_s)
     waits = left_s - entered["features_ready_s"].to_numpy(dtype=np.float64)
     if "escalated_s" in log.columns and "large_start_s" in log.columns:

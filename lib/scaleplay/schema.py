@@ -21,6 +21,11 @@ __all__ = [
     "CONTROL_LOG_COLUMNS",
     "CONTROL_TIMELINE_COLUMNS",
     "REGION_LOG_COLUMNS",
+    "ENGINE_LOG_COLUMNS",
+    "ENGINE_TIMELINE_COLUMNS",
+    "ENGINE_POOL_TIMELINE_COLUMNS",
+    "ITERATION_COLUMNS",
+    "PREEMPTION_COLUMNS",
     "check_columns",
 ]
 
@@ -45,7 +50,9 @@ OUTCOMES: tuple[str, ...] = ("completed", "rejected", "timed_out", "in_flight")
 
 #: Why the gateway refused a request ("" for requests it admitted). ``"overflow"``: the bounded queue
 #: was full and the request went to the offline tier instead (``SimulationResult.offline``).
-REJECT_REASONS: tuple[str, ...] = ("", "queue_full", "rate_limited", "shed", "overflow")
+#: ``"too_long"``: a continuous-batching replica could never hold its prompt and answer in its KV
+#: cache (or, prefilling first, its prompt in one iteration's token budget).
+REJECT_REASONS: tuple[str, ...] = ("", "queue_full", "rate_limited", "shed", "overflow", "too_long")
 
 #: One row per arrived request: the handoff timestamps and the outcome.
 REQUEST_LOG_COLUMNS: dict[str, tuple[str, str]] = {
@@ -83,6 +90,32 @@ CONTROL_LOG_COLUMNS: dict[str, tuple[str, str]] = {
     "degraded": ("bool", "answered by a fallback (small model or cache) because its time budget ran short"),
 }
 
+#: Extra RequestLog columns, appended only when a pool of the platform batches continuously
+#: (``config.ContinuousBatcherConfig``): after ``CONTROL_LOG_COLUMNS`` (if any), before
+#: ``REGION_LOG_COLUMNS`` (if any). ``ttft_s`` and ``tpot_s`` are the client's view of the answer's own
+#: tokens, so they are NaN when the recorded first token is not the answer's: a request not completed,
+#: one a static pool answered (no first token), a time-box's fallback (``degraded``), one whose first
+#: token was made before its answer's batch started (a batch a fault cut short) or before it escalated
+#: (the small model's: the engine keeps a request's first first token only). The narrow log
+#: (``log_columns="narrow"``) gains ``ttft_s`` and ``tpot_s``.
+ENGINE_LOG_COLUMNS: dict[str, tuple[str, str]] = {
+    "first_token_s": (
+        "float64",
+        "its prefill ended and its first token was made, on the model side (NaN if it never was)",
+    ),
+    "ttft_s": (
+        "float64",
+        "time to first token as the client sees it: first_token_s + the answer's way back "
+        "(responded_s - model_end_s) - arrived_s (NaN unless completed; see above)",
+    ),
+    "tpot_s": (
+        "float64",
+        "time per output token after the first: (model_end_s - first_token_s) / (tokens_out - 1) "
+        "(NaN unless completed with tokens_out >= 2; see above)",
+    ),
+    "preemptions": ("int64", "times the KV cache ran out and it gave its blocks back to recompute later"),
+}
+
 #: Extra RequestLog columns, appended last only when the platform has regions (``scaleplay.regions``).
 #: With regions ``responded_s`` adds the round trip between the two regions to the network hop.
 REGION_LOG_COLUMNS: dict[str, tuple[str, str]] = {
@@ -109,6 +142,56 @@ TIMELINE_COLUMNS: dict[str, tuple[str, str]] = {
 #: Extra Timeline columns, appended only when the platform has a surge-mode controller.
 CONTROL_TIMELINE_COLUMNS: dict[str, tuple[str, str]] = {
     "mode": ("object", "the most severe of controls.MODES in force during the interval"),
+}
+
+#: Extra Timeline columns, appended last only when a pool batches continuously; they cover every
+#: continuous pool together (``metrics.engine_timeline`` splits them by pool). Each replica's KV cache
+#: holds ``total_blocks x block_tokens`` tokens; the cache in use over a run of iterations is taken as
+#: the ``kv_tokens`` the run ended with, held over the whole run (a decode run's contexts grow through
+#: it, and sequences that finish leave at its end), and as empty while the replica is idle. A run
+#: still going at the horizon is not recorded, so it is missing from the last moments of a run with
+#: ``horizon_s``.
+ENGINE_TIMELINE_COLUMNS: dict[str, tuple[str, str]] = {
+    "kv_cache_utilization": (
+        "float64",
+        "time-average share of the KV-cache capacity of the ready continuous replicas in use "
+        "(NaN if none was ready)",
+    ),
+    "running_seqs": ("float64", "time-average number of sequences decoding (decode_seqs of the runs)"),
+    "preemptions": ("int64", "sequences preempted in the interval (KV cache full)"),
+}
+
+#: ``metrics.engine_timeline``: one row per continuous pool and interval, in pool then time order.
+ENGINE_POOL_TIMELINE_COLUMNS: dict[str, tuple[str, str]] = {
+    "pool": ("object", "the pool's name (with regions 'region' or 'region/small')"),
+    "t_s": ("float64", "start of the interval"),
+    "kv_cache_utilization": ("float64", "as in ENGINE_TIMELINE_COLUMNS, for this pool's replicas"),
+    "running_seqs": ("float64", "as in ENGINE_TIMELINE_COLUMNS, for this pool's replicas"),
+    "waiting_seqs": (
+        "float64",
+        "time-average number of requests in this pool's line: joined it, not started yet "
+        "(the Timeline's queue_length, split by pool; not the preempted ones waiting to recompute)",
+    ),
+    "preemptions": ("int64", "this pool's sequences preempted in the interval"),
+}
+
+#: ``SimulationResult.iterations``: one row per run of iterations of a continuous-batching replica
+#: (a prefill iteration, or decode iterations while the batch stays the same), in order of their end.
+ITERATION_COLUMNS: dict[str, tuple[str, str]] = {
+    "pool": ("object", "the pool's name"),
+    "replica": ("int64", "the replica within its pool"),
+    "start_s": ("float64", "the run's first iteration started"),
+    "end_s": ("float64", "its last iteration ended"),
+    "steps": ("int64", "decode iterations in the run (0: a prefill iteration without decodes)"),
+    "decode_seqs": ("int64", "sequences decoding one token an iteration throughout the run"),
+    "prefill_tokens": ("int64", "prompt tokens computed in the run"),
+    "kv_tokens": ("int64", "tokens held in the replica's KV cache at the run's end"),
+}
+
+#: ``SimulationResult.preemptions``: one row per preemption (a sequence gave back its KV blocks).
+PREEMPTION_COLUMNS: dict[str, tuple[str, str]] = {
+    "t_s": ("float64", "when"),
+    "pool": ("object", "the pool's name"),
 }
 
 

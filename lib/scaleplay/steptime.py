@@ -73,6 +73,7 @@ from .profiles import (
 
 __all__ = [
     "StepTimeModel",
+    "ExponentialStepTime",
     "StepFit",
     "fit_step_model",
     "prediction_errors",
@@ -329,6 +330,28 @@ class StepTimeModel:
         """Seconds of one decode step of ``batch`` requests holding ``context_tokens`` of KV cache in all
         (the sum over the batch of each request's prompt and the tokens generated so far)."""
         return self.step_time_s(0, batch, context_tokens)
+
+
+@dataclass(frozen=True)
+class ExponentialStepTime:
+    """Iterations of random length, exponential with mean ``mean_s`` whatever they hold, and a KV cache
+    of ``kv_capacity_tokens``: queueing theory's picture of a continuous batcher, to check the engine
+    against it. Memoryless iterations make a request that joins in the middle of one as good as one
+    that was there at its start, so the engine lets it join the iteration in progress (late entry):
+    with one-token answers and ``max_num_seqs = b`` the replica is the bulk-service queue with late
+    entry, ``queueing.bulk_service_mean_in_system(..., late_entry=True)``.
+    """
+
+    mean_s: float
+    kv_capacity_tokens: int = 10**9
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean_s", check_range("mean_s", self.mean_s, 1e-12, MAX_COEFFICIENT_S, unit=" s"))
+        object.__setattr__(
+            self,
+            "kv_capacity_tokens",
+            check_int("kv_capacity_tokens", self.kv_capacity_tokens, minimum=1, maximum=int(MAX_BATCH_TOKENS)),
+        )
 
 
 # --------------------------------------------------------------------------------------------------

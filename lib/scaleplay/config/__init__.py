@@ -17,15 +17,18 @@ from .controls import (
     TimeBoxConfig,
 )
 from .platform import GatewayConfig, IngestionConfig, PlatformConfig
-from .pool import POLICIES, BatcherConfig, PoolConfig
+from .pool import CONTINUOUS_POLICIES, POLICIES, SCHEDULES, BatcherConfig, ContinuousBatcherConfig, PoolConfig
 from .regions import Fault, Region, RegionsConfig
 
 __all__ = [
     "AUTOSCALE_METRICS",
+    "CONTINUOUS_POLICIES",
     "MODES",
     "POLICIES",
+    "SCHEDULES",
     "AutoscalerConfig",
     "BatcherConfig",
+    "ContinuousBatcherConfig",
     "CascadeConfig",
     "ColdStart",
     "Fault",

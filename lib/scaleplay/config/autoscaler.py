@@ -7,7 +7,8 @@ rules:
   pool's load and asks for ``desired_replicas``: *reactive* on the mean number of busy replicas over
   the last interval divided by ``target`` utilization (``metric="utilization"``, Kubernetes' HPA
   rule), or on the requests waiting or in service divided by ``target`` requests per replica
-  (``metric="concurrency"``, Knative's rule, sampled at the evaluation instant); *predictive* when a
+  (``metric="concurrency"``, Knative's rule, sampled at the evaluation instant), or on the serving
+  engine's saturation (``metric="saturation"``, below); *predictive* when a
   ``forecast`` of the arrival rate is given: enough replicas for ``forecast(t + lead_s)`` at
   ``replica_rate_per_s`` each. With both it takes the larger. A new replica is billed from the
   moment it is asked for, but serves only after its cold start (``ColdStart``: a fixed part plus
@@ -16,12 +17,26 @@ rules:
   replica finishes its running batches first (it is billed until then). ``min_replicas=0`` is
   scale-to-zero: after ``scale_to_zero_after_s`` without work the pool empties, and the next request
   asks for a replica at once and waits for its cold start.
+- **Saturation** (``metric="saturation"``, continuous-batching pools only): llm-d's saturation
+  analyser (the Workload Variant Autoscaler's default). At each evaluation every serving replica
+  reports its KV-cache utilisation (tokens held over the cache's tokens) and its waiting requests;
+  it is *saturated* when ``kv >= kv_saturation`` (0.8) or ``waiting >= waiting_saturation`` (5).
+  Over the replicas that are not saturated, the mean spare KV is ``kv_saturation - kv`` and the
+  mean spare queue ``waiting_saturation - waiting``. **Up** by one replica when every replica is
+  saturated or either mean spare falls below its trigger (``kv_spare_trigger`` 0.1,
+  ``waiting_spare_trigger`` 3): the pool adds capacity before its replicas fill, not after. No
+  second replica is asked for while one is still starting (its capacity is already on the way).
+  **Down** by one when no replica is saturated and the load spread over one replica fewer (each
+  mean times ``n / (n - 1)``) would still leave both spares at or above their triggers, and the
+  cooldown has passed since the last change; else **hold**. Utilisation of a continuous-batching
+  replica says little (it runs an iteration whenever it holds one sequence), which is why llm-d
+  scales on these two signals instead.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,8 +57,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AUTOSCALE_METRICS", "ColdStart", "AutoscalerConfig"]
 
-#: What a reactive autoscaler watches.
-AUTOSCALE_METRICS: tuple[str, ...] = ("utilization", "concurrency")
+#: What a reactive autoscaler watches (``"saturation"``: a continuous-batching pool's KV cache and queues).
+AUTOSCALE_METRICS: tuple[str, ...] = ("utilization", "concurrency", "saturation")
 
 # Slack so that a load of exactly ``k x target`` asks for ``k`` replicas despite rounding.
 _CEIL_SLACK = 1e-9
@@ -105,6 +120,13 @@ class AutoscalerConfig:
     ``lambda t: workload.rate_per_s(t + start_s)``. ``replica_rate_per_s`` is the arrival rate one
     replica is meant to carry (its capacity times the headroom wanted). ``lead_s`` defaults to the
     cold start plus one interval: what it takes for a decision to turn into serving capacity.
+
+    With ``metric="saturation"`` (continuous batching only; ``target`` is not read) a replica is
+    saturated at a KV-cache utilisation of ``kv_saturation`` (a fraction of its cache) or
+    ``waiting_saturation`` waiting requests; ``kv_spare_trigger`` (a fraction) and
+    ``waiting_spare_trigger`` (requests) are the mean spare capacities below which the pool scales
+    up. The defaults are llm-d's (0.8, 5, 0.1, 3). Each trigger must be below its threshold, or the
+    pool would always be short of spare capacity.
     """
 
     max_replicas: int
@@ -118,6 +140,10 @@ class AutoscalerConfig:
     replica_rate_per_s: float | None = None
     lead_s: float | None = None
     scale_to_zero_after_s: float | None = None
+    kv_saturation: float = 0.8
+    waiting_saturation: int = 5
+    kv_spare_trigger: float = 0.1
+    waiting_spare_trigger: float = 3.0
 
     def __post_init__(self) -> None:
         _set(
@@ -158,21 +184,59 @@ class AutoscalerConfig:
         )
         if self.min_replicas == 0 and self.scale_to_zero_after_s is None:
             raise ValueError("scale_to_zero_after_s must be set (> 0) when min_replicas=0; got None")
+        _set(self, "kv_saturation", check_probability("kv_saturation", self.kv_saturation, open_low=True))
+        _set(
+            self,
+            "waiting_saturation",
+            check_int("waiting_saturation", self.waiting_saturation, minimum=1, maximum=MAX_COUNT),
+        )
+        _set(self, "kv_spare_trigger", check_probability("kv_spare_trigger", self.kv_spare_trigger))
+        if self.kv_spare_trigger >= self.kv_saturation:
+            raise ValueError(
+                f"kv_spare_trigger must be below kv_saturation ({self.kv_saturation:g}), or every "
+                f"replica would always lack spare KV cache; got {self.kv_spare_trigger!r}"
+            )
+        _set(
+            self,
+            "waiting_spare_trigger",
+            check_range("waiting_spare_trigger", self.waiting_spare_trigger, 0.0, MAX_COUNT),
+        )
+        if self.waiting_spare_trigger >= self.waiting_saturation:
+            raise ValueError(
+                f"waiting_spare_trigger must be below waiting_saturation ({self.waiting_saturation}), "
+                f"or every replica would always lack spare queue; got {self.waiting_spare_trigger!r}"
+            )
 
     @property
     def effective_lead_s(self) -> float:
         return self.lead_s if self.lead_s is not None else self.cold_start.seconds + self.interval_s
 
-    def desired_replicas(self, *, now_s: float, busy_replicas: float, in_system: int, idle_s: float) -> int:
+    def desired_replicas(
+        self,
+        *,
+        now_s: float,
+        busy_replicas: float,
+        in_system: int,
+        idle_s: float,
+        replicas: int = 0,
+        starting: int = 0,
+        kv_utilization: Sequence[float] = (),
+        waiting: Sequence[float] = (),
+    ) -> int:
         """How many replicas the pool should have now, within ``[min_replicas, max_replicas]``.
 
         ``busy_replicas`` is the mean number of busy replicas over the last interval, ``in_system``
         the requests waiting for or in the pool now, ``idle_s`` how long the pool has had no work.
+        The saturation rule reads ``replicas`` (ready or starting now), ``starting`` (of those, still
+        starting) and, one entry per serving replica, its ``kv_utilization`` (a fraction of its
+        cache) and its ``waiting`` requests.
         """
         if self.metric == "utilization":
             want = _ceil(busy_replicas / self.target)
-        else:
+        elif self.metric == "concurrency":
             want = _ceil(in_system / self.target)
+        else:
+            want = replicas + self.saturation_step(kv_utilization, waiting, in_system, starting)
         if self.forecast is not None:
             rate = float(self.forecast(now_s + self.effective_lead_s))
             if not rate >= 0:  # NaN or negative
@@ -183,3 +247,42 @@ class AutoscalerConfig:
         if want == 0 and (self.scale_to_zero_after_s is None or idle_s < self.scale_to_zero_after_s):
             want = 1
         return min(max(want, self.min_replicas), self.max_replicas)
+
+    def saturation_step(
+        self, kv_utilization: Sequence[float], waiting: Sequence[float], in_system: int, starting: int
+    ) -> int:
+        """+1, -1 or 0 replicas: llm-d's saturation rule on the serving replicas' signals (see the
+        module docstring); ``starting`` replicas hold a scale-up back, ``in_system`` the last replica."""
+        if len(kv_utilization) != len(waiting):
+            raise ValueError(
+                f"kv_utilization and waiting must have one entry per serving replica; got "
+                f"{len(kv_utilization)} and {len(waiting)}"
+            )
+        n = len(kv_utilization)
+        if n == 0:  # no replica reports (all starting, failed or none): nothing to judge by
+            return 0
+        kv_limit, waiting_limit = self.kv_saturation, self.waiting_saturation
+        free = [
+            (k, w) for k, w in zip(kv_utilization, waiting, strict=True) if k < kv_limit and w < waiting_limit
+        ]
+        short = not free
+        if free:
+            spare_kv = math.fsum(kv_limit - k for k, _ in free) / len(free)
+            spare_waiting = math.fsum(waiting_limit - w for _, w in free) / len(free)
+            short = spare_kv < self.kv_spare_trigger or spare_waiting < self.waiting_spare_trigger
+        if short:
+            return 0 if starting else 1
+        if len(free) < n:  # some replica is saturated: no room to remove one
+            return 0
+        if n == 1:  # the last replica goes only when it holds nothing (scale-to-zero's rules decide)
+            return -1 if in_system == 0 and max(kv_utilization) == 0 and max(waiting) == 0 else 0
+        spread = n / (n - 1)  # the load of n replicas on n - 1
+        kv_after = spread * math.fsum(kv_utilization) / n
+        waiting_after = spread * math.fsum(waiting) / n
+        import os
+        if (
+            kv_after <= float(os.environ.get("KVDOWN", kv_limit - self.kv_spare_trigger))
+            and waiting_limit - waiting_after >= self.waiting_spare_trigger
+        ):
+            return -1
+        return 0

@@ -4,18 +4,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .._validate import MAX_REPLICAS, _kind, check_in, check_int, check_seconds
+from .._validate import MAX_REPLICAS, MAX_TOKENS, _kind, _show, check_in, check_int, check_range, check_seconds
 from ..profiles import MAX_BATCH_SIZE, ServiceTime
+from ..steptime import ExponentialStepTime, StepTimeModel
 from ._fields import _set
 from .autoscaler import AutoscalerConfig
 
-__all__ = ["POLICIES", "RESERVED_NAMES", "BatcherConfig", "PoolConfig"]
+__all__ = [
+    "CONTINUOUS_POLICIES",
+    "POLICIES",
+    "RESERVED_NAMES",
+    "SCHEDULES",
+    "BatcherConfig",
+    "ContinuousBatcherConfig",
+    "PoolConfig",
+]
 
 #: Names a pool cannot take: the log's ``model`` column uses them for answers no pool gave.
 RESERVED_NAMES: tuple[str, ...] = ("cache", "human")
 
 #: How a pool hands requests to its replicas.
-POLICIES: tuple[str, ...] = ("shared_queue", "round_robin", "join_shortest_queue", "power_of_two")
+POLICIES: tuple[str, ...] = (
+    "shared_queue",
+    "round_robin",
+    "join_shortest_queue",
+    "power_of_two",
+    "least_outstanding_tokens",
+    "least_kv_cache",
+)
+
+#: Policies that read a replica's KV cache, so only a continuous-batching pool (``ContinuousBatcherConfig``)
+#: may have them.
+CONTINUOUS_POLICIES: tuple[str, ...] = ("least_kv_cache",)
+
+#: What a continuous batcher's iteration serves first (``ContinuousBatcherConfig.schedule``).
+SCHEDULES: tuple[str, ...] = ("decode_first", "prefill_first")
 
 
 @dataclass(frozen=True)
@@ -41,6 +64,76 @@ class BatcherConfig:
 
 
 @dataclass(frozen=True)
+class ContinuousBatcherConfig:
+    """Iteration-level scheduling, as vLLM, SGLang and TensorRT-LLM do (``sim.continuous``).
+
+    Each iteration runs one decode token for every running sequence plus prompt tokens of waiting
+    requests, at most ``max_num_seqs`` sequences and ``max_batched_tokens`` tokens in the pass. The KV
+    cache holds ``gpu_memory_utilization`` of the GPUs' memory less the weights, in blocks of
+    ``block_tokens`` tokens; a request is admitted only when its prompt's blocks fit, and when a
+    running sequence needs a block that is not there, the newest running request is preempted (its
+    blocks freed, its tokens recomputed when it comes back).
+
+    ``schedule``:
+
+    - ``"decode_first"`` (vLLM V1, Sarathi-Serve; chunked prefill): the running sequences' decode
+      tokens go first, then prompt chunks fill what is left of the token budget, so a long prompt is
+      split across iterations and never stalls the decodes;
+    - ``"prefill_first"`` (vLLM V0's default): while a waiting prompt fits, the iteration prefills
+      whole prompts only and the decodes wait; a prompt longer than ``max_batched_tokens`` can never
+      run and is rejected.
+    """
+
+    max_num_seqs: int = 256
+    max_batched_tokens: int = 8192
+    block_tokens: int = 16
+    gpu_memory_utilization: float = 0.9
+    schedule: str = "decode_first"
+
+    def __post_init__(self) -> None:
+        _set(self, "max_num_seqs", check_int("max_num_seqs", self.max_num_seqs, minimum=1, maximum=MAX_BATCH_SIZE))
+        _set(
+            self,
+            "max_batched_tokens",
+            check_int("max_batched_tokens", self.max_batched_tokens, minimum=1, maximum=MAX_TOKENS),
+        )
+        if self.max_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"max_batched_tokens must be at least max_num_seqs ({self.max_num_seqs}), so that every "
+                f"running sequence's decode token fits in an iteration; got {self.max_batched_tokens}"
+            )
+        _set(self, "block_tokens", check_int("block_tokens", self.block_tokens, minimum=1, maximum=1 << 20))
+        _set(
+            self,
+            "gpu_memory_utilization",
+            check_range("gpu_memory_utilization", self.gpu_memory_utilization, 1e-6, 1.0),
+        )
+        check_in("schedule", self.schedule, SCHEDULES)
+
+    def kv_blocks(self, step: StepTimeModel | ExponentialStepTime) -> int:
+        """Blocks of KV cache on ``step``'s GPUs: the memory this batcher may use, less the weights (an
+        ``ExponentialStepTime`` states its capacity)."""
+        if isinstance(step, ExponentialStepTime):
+            return max(step.kv_capacity_tokens // self.block_tokens, 1)
+        if not isinstance(step, StepTimeModel):
+            raise TypeError(
+                "service must be a StepTimeModel (or an ExponentialStepTime) with a continuous batcher, "
+                f"got {_kind(step)}"
+            )
+        free_bytes = step.memory_bytes * self.gpu_memory_utilization - step.model.weight_bytes
+        blocks = int(free_bytes // (step.model.kv_bytes_per_token * self.block_tokens)) if free_bytes > 0 else 0
+        if blocks < 1:
+            raise ValueError(
+                f"gpu_memory_utilization={_show(self.gpu_memory_utilization)} of {step.tensor_parallel} x "
+                f"{step.hardware.name} ({step.memory_bytes * self.gpu_memory_utilization / 1e9:.1f} GB) "
+                f"leaves no room for the KV cache after {step.model.name}'s "
+                f"{step.model.weight_bytes / 1e9:.1f} GB of weights; raise gpu_memory_utilization or "
+                "tensor_parallel"
+            )
+        return blocks
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     """``replicas`` identical model servers with one service-time curve, a batcher and a policy.
 
@@ -48,19 +141,28 @@ class PoolConfig:
     """
 
     replicas: int
-    service: ServiceTime
-    batcher: BatcherConfig = field(default_factory=BatcherConfig)
+    service: ServiceTime | StepTimeModel | ExponentialStepTime
+    batcher: BatcherConfig | ContinuousBatcherConfig = field(default_factory=BatcherConfig)
     policy: str = "shared_queue"
     name: str = "main"
     autoscaler: AutoscalerConfig | None = None
 
     def __post_init__(self) -> None:
         _set(self, "replicas", check_int("replicas", self.replicas, minimum=1, maximum=MAX_REPLICAS))
-        if not isinstance(self.service, ServiceTime):
+        if isinstance(self.batcher, ContinuousBatcherConfig):
+            self.batcher.kv_blocks(self.service)  # a StepTimeModel whose KV cache has room
+        elif not isinstance(self.batcher, BatcherConfig):
+            raise TypeError(
+                f"batcher must be a BatcherConfig or a ContinuousBatcherConfig, got {_kind(self.batcher)}"
+            )
+        elif not isinstance(self.service, ServiceTime):
             raise TypeError(f"service must be a ServiceTime (with batch_time_s), got {_kind(self.service)}")
-        if not isinstance(self.batcher, BatcherConfig):
-            raise TypeError(f"batcher must be a BatcherConfig, got {_kind(self.batcher)}")
         check_in("policy", self.policy, POLICIES)
+        if self.policy in CONTINUOUS_POLICIES and not self.continuous:
+            raise ValueError(
+                f"policy={self.policy!r} balances on the KV cache, which only a continuous batcher has; "
+                f"got batcher={_kind(self.batcher)}: use a ContinuousBatcherConfig or another policy"
+            )
         if not isinstance(self.name, str) or not self.name or self.name in RESERVED_NAMES:
             raise ValueError(
                 f"name must be a non-empty string other than {', '.join(map(repr, RESERVED_NAMES))}; "
@@ -76,6 +178,17 @@ class PoolConfig:
                     f"replicas (the replicas at the start) must lie in [{low}, {scaler.max_replicas}] "
                     f"with this autoscaler, got {self.replicas!r}"
                 )
+            if scaler.metric == "saturation" and not self.continuous:
+                raise ValueError(
+                    "autoscaler metric='saturation' reads the KV cache and queues of a continuous "
+                    f"batcher; got batcher={_kind(self.batcher)}: use a ContinuousBatcherConfig or "
+                    "metric 'utilization' or 'concurrency'"
+                )
+
+    @property
+    def continuous(self) -> bool:
+        """Iteration-level scheduling (a ``ContinuousBatcherConfig``) rather than static batches."""
+        return isinstance(self.batcher, ContinuousBatcherConfig)
 
     @property
     def max_replicas(self) -> int:

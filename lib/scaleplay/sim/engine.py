@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..config import PlatformConfig, PoolConfig
 from ..rng import stream
 from .clock import delay_until
+from .continuous import ContinuousBatcher, IterationRecord
 from .controllers.autoscaler import Autoscaler, NoAutoscaler
 from .controllers.cascade import Escalation
 from .controllers.modes import ModeController
@@ -89,6 +90,7 @@ class Platform:
         self.lines: list[Line] = []
         self.pools: list[Pool] = []
         self.batches = BatchRecord()
+        self.iterations = IterationRecord()  # runs of iterations of continuous-batching replicas
         self.provisioning: list[list[float]] = []  # pool, replica, requested_s, ready_s, end_s
         self.mode_changes: list[tuple[float, int]] = []
         window = LatencyWindow(self) if config.modes is not None else NoLatencyWindow()
@@ -129,7 +131,7 @@ class Platform:
         )
         for site, (pool_config, label, prefix, balancer) in zip(self.sites, larges, strict=True):
             site.large = self._pool(site, pool_config, label, f"service/{prefix}", balancer)
-            site.large.own_times = own_times and pool_config.batcher.max_batch_size == 1
+            site.large.own_times = own_times and site.large.max_size == 1 and not pool_config.continuous
             site.large.answer_delay_s = config.network_hop_s + human_s
         if cascade is not None:
             self.escalation = Escalation(self, cascade, columns["difficulty"])
@@ -152,6 +154,9 @@ class Platform:
                 self.provisioning[replica.record][3] = 0.0
             if pool.config.autoscaler is not None:
                 Autoscaler(self, pool).start()
+            if pool.config.continuous:
+                ContinuousBatcher(pool).start()
+                continue
             one_at_a_time = self.plain and pool.config.batcher.max_batch_size == 1
             (OneAtATime if one_at_a_time else StaticBatcher)(pool).start()
         if config.modes is not None:

@@ -1,13 +1,17 @@
 """What a run returns: the RequestLog, the Timeline and the records of batches, replica lives, the
 offline tier and the surge modes, built at the end with numpy from the components' records.
 
-RequestLog (``schema.REQUEST_LOG_COLUMNS``, plus ``CONTROL_LOG_COLUMNS`` with a cascade or time-box
-and ``REGION_LOG_COLUMNS`` with regions): one row per request. Timeline (one row per
-``timeline_step_s``, the last one possibly shorter): ``queue_length`` is the time-average number of
-requests in the lines (features ready, no replica yet; an escalated request's second wait included),
-``busy_replicas`` the time-average number of replicas running at least one batch; both are computed
-exactly from the log and the record of batches. Counts go to the interval of the event: ``rejected``
-at arrival, ``completed`` at ``responded_s``, ``timed_out`` at the deadline ``arrived_s + timeout_s``.
+RequestLog (``schema.REQUEST_LOG_COLUMNS``, plus ``CONTROL_LOG_COLUMNS`` with a cascade or time-box,
+``ENGINE_LOG_COLUMNS`` with a continuous-batching pool and ``REGION_LOG_COLUMNS`` with regions): one
+row per request. Timeline (one row per ``timeline_step_s``, the last one possibly shorter):
+``queue_length`` is the time-average number of requests in the lines (features ready, no replica yet;
+an escalated request's second wait included), ``busy_replicas`` the time-average number of replicas
+running at least one batch; both are computed exactly from the log and the record of batches. Counts
+go to the interval of the event: ``rejected`` at arrival, ``completed`` at ``responded_s``,
+``timed_out`` at the deadline ``arrived_s + timeout_s``. With a continuous-batching pool the Timeline
+adds ``ENGINE_TIMELINE_COLUMNS``, computed from the record of iterations; a request a continuous
+replica rejects as ``"too_long"`` is counted out of the line at once (when the replica took it is not
+recorded).
 """
 
 from __future__ import annotations
@@ -22,18 +26,25 @@ from ..config import MODES, PlatformConfig
 from ..schema import (
     CONTROL_LOG_COLUMNS,
     CONTROL_TIMELINE_COLUMNS,
+    ENGINE_LOG_COLUMNS,
+    ENGINE_TIMELINE_COLUMNS,
+    ITERATION_COLUMNS,
     OUTCOMES,
+    PREEMPTION_COLUMNS,
     REGION_LOG_COLUMNS,
     REJECT_REASONS,
     REQUEST_LOG_COLUMNS,
     TIMELINE_COLUMNS,
 )
-from .requests import REJECTED, TIMED_OUT, as_numpy
+from .requests import REJECTED, TIMED_OUT, TOO_LONG, as_numpy
 from .run import Run
 
 COMPLETED_CODE, REJECTED_CODE, TIMED_OUT_CODE = (
     OUTCOMES.index(x) for x in ("completed", "rejected", "timed_out")
 )
+
+#: What the narrow RequestLog adds with a continuous-batching pool.
+NARROW_ENGINE_LOG_COLUMNS: tuple[str, ...] = ("ttft_s", "tpot_s")
 
 #: The RequestLog's columns with ``log_columns="narrow"``: what a planner or a sweep reads.
 NARROW_LOG_COLUMNS: dict[str, tuple[str, str]] = {
@@ -66,6 +77,12 @@ class SimulationResult:
     offline: pd.DataFrame | None = None
     #: The surge controller's mode changes: t_s, mode (empty without a controller).
     modes: pd.DataFrame | None = None
+    #: Continuous batching's runs of iterations (``schema.ITERATION_COLUMNS``; empty without such a pool).
+    iterations: pd.DataFrame | None = None
+    #: Continuous batching's preemptions: t_s, pool (``schema.PREEMPTION_COLUMNS``; empty without).
+    preemptions: pd.DataFrame | None = None
+    #: Tokens one replica's KV cache holds, per continuous-batching pool (empty without such a pool).
+    kv_capacity_tokens: dict[str, int] | None = None
 
 
 MAX_INTERVALS = 10_000_000
@@ -89,17 +106,32 @@ def interval_count(horizon_s: float, step_s: float) -> int:
 CHUNK = 1 << 20
 
 
-def time_in_bins(starts: np.ndarray, ends: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
-    """Seconds the intervals ``[start, end)`` spend inside each bin ``[low, high)``, all summed.
+def time_in_bins(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    lows: np.ndarray,
+    highs: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Seconds the intervals ``[start, end)`` spend inside each bin ``[low, high)``, all summed (each
+    interval's seconds times its weight, with ``weights``).
 
     An interval adds its partial pieces to its first and last bins and a whole bin width to every bin
     between (a difference array), so each bin sums only a few small numbers: exact to rounding.
     """
     if len(starts) > CHUNK:
         return sum(
-            time_in_bins(starts[k : k + CHUNK], ends[k : k + CHUNK], lows, highs)
+            time_in_bins(
+                starts[k : k + CHUNK],
+                ends[k : k + CHUNK],
+                lows,
+                highs,
+                None if weights is None else weights[k : k + CHUNK],
+            )
             for k in range(0, len(starts), CHUNK)
         )
+    if weights is not None:
+        return _weighted_time_in_bins(starts, ends, lows, highs, np.asarray(weights, dtype=np.float64))
     keep = ends > starts
     starts, ends = starts[keep], ends[keep]
     last_bin = len(lows) - 1
@@ -113,6 +145,29 @@ def time_in_bins(starts: np.ndarray, ends: np.ndarray, lows: np.ndarray, highs: 
     seconds += np.bincount(last, weights=ends - lows[last], minlength=len(lows))
     covered = np.cumsum(
         np.bincount(first + 1, minlength=len(lows) + 1) - np.bincount(last, minlength=len(lows) + 1)
+    )[:-1]
+    return seconds + covered * (highs - lows)
+
+
+def _weighted_time_in_bins(
+    starts: np.ndarray, ends: np.ndarray, lows: np.ndarray, highs: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """``time_in_bins`` with each interval's seconds times its weight (kept apart: the unweighted sums
+    stay bit for bit what they were)."""
+    keep = ends > starts
+    starts, ends, weights = starts[keep], ends[keep], weights[keep]
+    bins = len(lows)
+    first = np.minimum(np.searchsorted(highs, starts, side="right"), bins - 1)
+    last = np.minimum(np.searchsorted(highs, ends, side="left"), bins - 1)
+    same = first == last
+    seconds = np.zeros(bins)
+    seconds += np.bincount(first[same], weights=(ends[same] - starts[same]) * weights[same], minlength=bins)
+    first, last, starts, ends, weights = first[~same], last[~same], starts[~same], ends[~same], weights[~same]
+    seconds += np.bincount(first, weights=(highs[first] - starts) * weights, minlength=bins)
+    seconds += np.bincount(last, weights=(ends - lows[last]) * weights, minlength=bins)
+    covered = np.cumsum(
+        np.bincount(first + 1, weights=weights, minlength=bins + 1)
+        - np.bincount(last, weights=weights, minlength=bins + 1)
     )[:-1]
     return seconds + covered * (highs - lows)
 
@@ -133,6 +188,48 @@ def busy_periods(starts: np.ndarray, ends: np.ndarray, replicas: np.ndarray) -> 
     return np.concatenate(merged_starts), np.concatenate(merged_ends)
 
 
+def continuous(model: Run) -> bool:
+    """Some pool of the run batches continuously (``sim.continuous``)."""
+    return any(pool.config.continuous for pool in model.pools)
+
+
+def engine_levels(
+    runs: pd.DataFrame,
+    preempted_s: np.ndarray,
+    lives: pd.DataFrame,
+    capacity_tokens: np.ndarray,
+    starts: np.ndarray,
+    edges: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """``ENGINE_TIMELINE_COLUMNS`` on the bins ``[starts, edges)`` from some replicas' runs of
+    iterations (``ITERATION_COLUMNS``), their preemption times, and their lives (``ready_s``,
+    ``end_s``; NaN ready: never served) each holding ``capacity_tokens`` of KV cache."""
+    bins = len(starts)
+    widths = edges - starts
+    run_from = runs["start_s"].to_numpy(dtype=np.float64)
+    run_to = np.minimum(runs["end_s"].to_numpy(dtype=np.float64), edges[-1])
+    decode_seqs = runs["decode_seqs"].to_numpy(dtype=np.float64)
+    kv_seconds = time_in_bins(run_from, run_to, starts, edges, runs["kv_tokens"].to_numpy(dtype=np.float64))
+    ready_s = lives["ready_s"].to_numpy(dtype=np.float64)
+    served = ~np.isnan(ready_s)
+    capacity_seconds = time_in_bins(
+        ready_s[served],
+        np.minimum(lives["end_s"].to_numpy(dtype=np.float64)[served], edges[-1]),
+        starts,
+        edges,
+        np.asarray(capacity_tokens, dtype=np.float64)[served],
+    )
+    running = time_in_bins(run_from, run_to, starts, edges, decode_seqs)
+    where = np.minimum(np.searchsorted(edges, preempted_s, side="right"), bins - 1)
+    return {
+        "kv_cache_utilization": np.divide(
+            kv_seconds, capacity_seconds, out=np.full(bins, np.nan), where=capacity_seconds > 0
+        ),
+        "running_seqs": np.divide(running, widths, out=np.zeros(bins), where=widths > 0),
+        "preemptions": np.bincount(where, minlength=bins).astype(np.int64),
+    }
+
+
 def timeline(
     model: Run,
     log: dict[str, np.ndarray],
@@ -142,11 +239,16 @@ def timeline(
     step_s: float,
     provisioning: pd.DataFrame,
     second_wait: tuple[np.ndarray, np.ndarray],
+    engine: tuple[pd.DataFrame, pd.DataFrame, dict[str, int]] | None = None,
 ) -> pd.DataFrame:
+    """The Timeline; ``engine`` (the iterations, preemptions and KV capacities of continuous pools)
+    adds ``ENGINE_TIMELINE_COLUMNS``."""
     config = model.config
     columns = dict(TIMELINE_COLUMNS)
     if config.modes is not None:
         columns.update(CONTROL_TIMELINE_COLUMNS)
+    if engine is not None:
+        columns.update(ENGINE_TIMELINE_COLUMNS)
     bins = max(interval_count(horizon_s, step_s), 1 if len(log["arrived_s"]) else 0)
     if bins == 0:
         return pd.DataFrame({name: np.empty(0, dtype=dtype) for name, (dtype, _) in columns.items()})
@@ -174,6 +276,8 @@ def timeline(
         left_line = log["model_start_s"][part]
         if deadline_s is not None:
             left_line = np.where(outcome[part] == TIMED_OUT_CODE, deadline_s[part], left_line)
+        if engine is not None:  # when a replica took it is not recorded: out at once
+            left_line = np.where(log["reject_reason"].codes[part] == TOO_LONG, ready, left_line)
         left_line = np.where(np.isnan(left_line), horizon_s, left_line)
         waits_from, waits_to = ready[in_line], left_line[in_line]
         if k == 0 and len(second_wait[0]):  # escalated requests wait a second time, for the large model
@@ -222,6 +326,19 @@ def timeline(
             if until_s > since_s or k + 1 == len(changes):
                 severity[first : last + 1] = np.maximum(severity[first : last + 1], mode)
         timeline["mode"] = np.asarray(MODES, dtype=object)[severity]
+    if engine is not None:
+        runs, preemptions, capacity = engine
+        lives = provisioning[provisioning["pool"].isin(list(capacity))]
+        levels = engine_levels(
+            runs,
+            preemptions["t_s"].to_numpy(dtype=np.float64),
+            lives,
+            lives["pool"].map(capacity).to_numpy(dtype=np.float64),
+            starts,
+            edges,
+        )
+        for name, values in levels.items():
+            timeline[name] = values
     return timeline[list(columns)]
 
 
@@ -344,6 +461,8 @@ def request_log(
         log["escalated_s"] = escalated_s
         log["large_start_s"] = large_start_s
         log["degraded"] = degraded
+    if continuous(model):
+        log.update(engine_log(model, log, completed))
     if rtt_s is not None:
         names = np.asarray(list(config.regions.names) + [""], dtype=object)
         log["origin_region"] = names[columns["origin"]]
@@ -353,13 +472,38 @@ def request_log(
     return log, batches, deadline_s, horizon_s, second_wait
 
 
+def engine_log(model: Run, log: dict[str, np.ndarray], completed: np.ndarray) -> dict[str, np.ndarray]:
+    """``ENGINE_LOG_COLUMNS``: the first token the engine recorded and, where it is the answer's own
+    (made within the answer's batch, by the large model after an escalation, not a fallback's), the
+    client's TTFT and TPOT."""
+    requests = model.requests
+    first_token = as_numpy(requests.first_token, np.float64).copy()
+    model_start, model_end = log["model_start_s"], log["model_end_s"]
+    own = completed & (first_token >= model_start) & (first_token <= model_end)  # NaN fails
+    if "escalated_s" in log:  # before the escalation it was the small model's; a fallback has none
+        own &= ~(first_token < log["escalated_s"]) & ~log["degraded"]
+    way_back_s = log["responded_s"] - model_end
+    ttft = np.where(own, first_token + way_back_s - log["arrived_s"], np.nan)
+    later_tokens = log["tokens_out"] - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tpot = np.where(own & (later_tokens >= 1), (model_end - first_token) / later_tokens, np.nan)
+    return {
+        "first_token_s": first_token,
+        "ttft_s": ttft,
+        "tpot_s": tpot,
+        "preemptions": as_numpy(requests.preemptions, np.int32).astype(np.int64),
+    }
+
+
 def log_table(log: dict[str, np.ndarray], narrow: bool) -> pd.DataFrame:
     """The RequestLog in the documented column order (``NARROW_LOG_COLUMNS`` when ``narrow``)."""
     if narrow:
         names = list(NARROW_LOG_COLUMNS)
+        names += list(NARROW_ENGINE_LOG_COLUMNS) if "ttft_s" in log else []
     else:
         names = list(REQUEST_LOG_COLUMNS)
         names += list(CONTROL_LOG_COLUMNS) if "model" in log else []
+        names += list(ENGINE_LOG_COLUMNS) if "ttft_s" in log else []
         names += list(REGION_LOG_COLUMNS) if "region" in log else []
     return pd.DataFrame({name: log[name] for name in names}, copy=False)
 
@@ -397,6 +541,31 @@ def offline(log: dict[str, np.ndarray], config: PlatformConfig) -> pd.DataFrame:
     )
 
 
+def engine_tables(model: Run) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """The runs of iterations (``ITERATION_COLUMNS``), the preemptions (``PREEMPTION_COLUMNS``) and the
+    tokens a replica's KV cache holds, per continuous pool (all empty without one)."""
+    record = model.iterations
+    names = np.asarray([pool.label for pool in model.pools], dtype=object)
+    runs = {
+        name: as_numpy(getattr(record, name), np.float64 if dtype == "float64" else np.int64)
+        for name, (dtype, _) in ITERATION_COLUMNS.items()
+    }
+    runs["pool"] = names[runs["pool"]]
+    preemptions = pd.DataFrame(
+        {
+            "t_s": as_numpy(record.preempted_s, np.float64),
+            "pool": names[as_numpy(record.preempted_pool, np.int64)],
+        },
+        columns=list(PREEMPTION_COLUMNS),
+    )
+    capacity = {
+        pool.label: pool.config.batcher.kv_blocks(pool.config.service) * pool.config.batcher.block_tokens
+        for pool in model.pools
+        if pool.config.continuous
+    }
+    return pd.DataFrame(runs, columns=list(ITERATION_COLUMNS)), preemptions, capacity
+
+
 def result(
     model: Run, columns: dict[str, np.ndarray], class_name: pd.Series, step_s: float, narrow: bool
 ) -> SimulationResult:
@@ -405,7 +574,18 @@ def result(
         model, columns, class_name, model.horizon_s, narrow
     )
     provisioning = provisioning_table(model, horizon_s)
-    timeline_table = timeline(model, log, batches, deadline_s, horizon_s, step_s, provisioning, second_wait)
+    engine = engine_tables(model)
+    timeline_table = timeline(
+        model,
+        log,
+        batches,
+        deadline_s,
+        horizon_s,
+        step_s,
+        provisioning,
+        second_wait,
+        engine if engine[2] else None,
+    )
     names = np.asarray([pool.label for pool in model.pools], dtype=object)
     batch_table = pd.DataFrame(
         {
@@ -426,4 +606,7 @@ def result(
         provisioning=provisioning,
         offline=offline(log, model.config),
         modes=pd.DataFrame(changes, columns=["t_s", "mode"]).astype({"t_s": np.float64, "mode": object}),
+        iterations=engine[0],
+        preemptions=engine[1],
+        kv_capacity_tokens=engine[2],
     )

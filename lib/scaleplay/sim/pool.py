@@ -114,6 +114,11 @@ class Line:
         self.count -= len(batch)
         return batch
 
+    def put_back(self, i: int, rank: int) -> None:
+        """Request ``i``, just taken, goes back to the head of its line (a replica had no room)."""
+        self.by_priority[rank].appendleft(i)
+        self.count += 1
+
     def drain(self, state) -> list[int]:  # noqa: ANN001
         """Every live request, in the order the line would serve them; the line is left empty."""
         waiting = [i for queue in self.by_priority for i in queue if state[i] == IN_LINE]
@@ -157,6 +162,10 @@ class ArrivalLine(Line):
         self.count -= len(batch)
         return batch
 
+    def put_back(self, i: int, rank: int) -> None:
+        self.head -= 1
+        self.count += 1
+
     @staticmethod
     def tokens(batch: range, tokens_in, tokens_out) -> tuple[int, int]:  # noqa: ANN001
         return sum(tokens_in[batch.start : batch.stop]), max(tokens_out[batch.start : batch.stop])
@@ -181,6 +190,7 @@ class Replica:
         "parked",
         "running",
         "record",
+        "scheduler",
     )
 
     def __init__(self, index: int, line: Line, rng: np.random.Generator, provisioned: bool) -> None:
@@ -194,6 +204,7 @@ class Replica:
         self.parked: list[simpy.Event] = []  # its slots, waiting until it serves
         self.running: dict[simpy.Process, tuple[list[int], int]] = {}  # batches a fault could cut
         self.record = -1  # its current row of the provisioning record
+        self.scheduler = None  # with continuous batching: its iteration scheduler
 
 
 class Pool:
@@ -213,8 +224,9 @@ class Pool:
         self.label = label  # its name in the batch and provisioning tables
         self.model = config.name  # its name in the log's ``model`` column
         self.size = config.max_replicas  # replicas built
-        self.max_size = config.batcher.max_batch_size  # knobs the surge controller may turn
-        self.max_wait_s = config.batcher.max_wait_s
+        # Knobs the surge controller may turn; a continuous batcher takes a request as soon as it joins.
+        self.max_size = 1 if config.continuous else config.batcher.max_batch_size
+        self.max_wait_s = 0.0 if config.continuous else config.batcher.max_wait_s
         self.balancer_name = balancer_name
         self.lines = [platform.new_line(arrivals=platform.plain) for _ in range(self.line_count())]
         self.replicas = [
@@ -342,11 +354,129 @@ class RoundRobinPool(DispatchPool):
 
 
 class ShortestQueuePool(DispatchPool):
-    def choose(self) -> Line:
+    """The replica with the least ``loads`` (here requests waiting plus in service), lowest index on
+    ties. Its subclasses differ only in the load they compare."""
+
+    def loads(self, choices: list[int]) -> list[int]:
         lines, replicas = self.lines, self.replicas
+        return [lines[r].count + replicas[r].in_service for r in choices]
+
+    def choose(self) -> Line:
         choices = self.candidates()
-        loads = [lines[r].count + replicas[r].in_service for r in choices]
-        return lines[choices[loads.index(min(loads))]]
+        loads = self.loads(choices)
+        self.chosen = choices[loads.index(min(loads))]
+        return self.lines[self.chosen]
+
+
+class LeastOutstandingTokensPool(ShortestQueuePool):
+    """The replica with the fewest outstanding tokens: prompt plus answer tokens of the requests it
+    was sent and has not finished (waiting or running), what a router can count from what it sends
+    and what comes back.
+
+    A counter per replica: a request adds its tokens when it joins a replica's line, and takes them
+    back when its batch ends (the pool's exit hook passes through ``_Finished`` first) or when it
+    joins again (a rebalance or a retry moves it). A request that leaves any other way (timed out in
+    line, rejected as too long, answered by a time-box, moved to another region) is found when the
+    replica's count of requests no longer matches its line plus its service, and only then are that
+    replica's requests looked over: O(candidates) per request otherwise.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self._finished = _Finished()
+        super().__init__(*args, **kwargs)
+        self.outstanding = [0] * self.size  # tokens per replica
+        self.members: list[set[int]] = [set() for _ in range(self.size)]  # the requests counted there
+        self.counted_on: dict[int, int] = {}  # request -> the replica it is counted on
+        self.chosen = -1
+
+    # The exit hook (the answer, or a cascade's escalation) is wrapped so that finished requests are
+    # counted out before they go on.
+    @property
+    def exit(self) -> _Finished:
+        return self._finished
+
+    @exit.setter
+    def exit(self, hook: object) -> None:
+        self._finished.hook = hook
+
+    def join(self, i: int, now: float, front: bool = False) -> None:
+        if i in self.counted_on:  # rebalanced or retried: counted out of its old replica first
+            self.count_out(i)
+        self.chosen = -1
+        super().join(i, now, front)
+        r = self.chosen
+        if r >= 0:  # admitted and sent to replica r
+            requests = self.platform.requests
+            self.outstanding[r] += requests.tokens_in[i] + requests.tokens_out[i]
+            self.members[r].add(i)
+            self.counted_on[i] = r
+
+    def count_out(self, i: int) -> None:
+        r = self.counted_on.pop(i)
+        requests = self.platform.requests
+        self.outstanding[r] -= requests.tokens_in[i] + requests.tokens_out[i]
+        self.members[r].discard(i)
+
+    def loads(self, choices: list[int]) -> list[int]:
+        lines, replicas, members = self.lines, self.replicas, self.members
+        for r in choices:
+            if len(members[r]) != lines[r].count + replicas[r].in_service:
+                self.settle(r)
+        outstanding = self.outstanding
+        return [outstanding[r] for r in choices]
+
+    def settle(self, r: int) -> None:
+        """Count out the requests of replica ``r`` that left it without finishing a batch."""
+        requests, batches = self.platform.requests, self.platform.batches
+        state, line_of, batch_of = requests.state, requests.line_of, requests.batch_of
+        line = self.lines[r].index
+        for i in list(self.members[r]):
+            k = batch_of[i]
+            here = (state[i] == IN_LINE and line_of[i] == line) or (
+                state[i] == IN_MODEL and k >= 0 and batches.pool[k] == self.index and batches.replica[k] == r
+            )
+            if not here:
+                self.count_out(i)
+
+
+class _Finished:
+    """A ``LeastOutstandingTokensPool``'s exit hook: count the batch's requests out, then pass it on."""
+
+    __slots__ = ("hook",)
+
+    def __init__(self) -> None:
+        self.hook = None
+
+    def on_batch_end(self, pool: LeastOutstandingTokensPool, batch: list[int], now: float) -> None:
+        counted_on = pool.counted_on
+        for i in batch:
+            if i in counted_on:
+                pool.count_out(i)
+        self.hook.on_batch_end(pool, batch, now)
+
+
+class LeastKVCachePool(ShortestQueuePool):
+    """The replica whose KV cache holds the fewest tokens (``Scheduler.kv_tokens``, as of its last
+    iteration boundary) plus the prompt tokens waiting for it (its line and its preempted requests,
+    which will need the cache next). Continuous batching only (the config refuses it otherwise).
+    O(candidates) per request while the lines are empty, as they are until a replica fills; then
+    O(waiting requests) as well."""
+
+    def loads(self, choices: list[int]) -> list[int]:
+        lines, replicas = self.lines, self.replicas
+        requests = self.platform.requests
+        state, tokens_in = requests.state, requests.tokens_in
+        loads = []
+        for r in choices:
+            scheduler = replicas[r].scheduler
+            load = scheduler.kv_tokens()
+            if lines[r].count:
+                load += sum(tokens_in[i] for q in lines[r].by_priority for i in q if state[i] == IN_LINE)
+            if scheduler.preempted:
+                generated = requests.generated
+                load += sum(tokens_in[i] + generated[i] for i in scheduler.preempted)
+            loads.append(load)
+        return loads
 
 
 class PowerOfTwoPool(DispatchPool):
@@ -385,6 +515,8 @@ def pool_class(config: PoolConfig) -> type[Pool]:
         "round_robin": RoundRobinPool,
         "join_shortest_queue": ShortestQueuePool,
         "power_of_two": PowerOfTwoPool,
+        "least_outstanding_tokens": LeastOutstandingTokensPool,
+        "least_kv_cache": LeastKVCachePool,
     }[config.policy]
 
 

@@ -19,8 +19,8 @@ from ..schema import ARRIVAL_COLUMNS, REJECT_REASONS, check_columns
 
 # A request's state while the model runs; outcomes are read off them at the end.
 FETCHING, IN_LINE, IN_MODEL, REJECTED, TIMED_OUT, ANSWERED = range(1, 7)
-QUEUE_FULL, RATE_LIMITED, SHED, OVERFLOW = (
-    REJECT_REASONS.index(r) for r in ("queue_full", "rate_limited", "shed", "overflow")
+QUEUE_FULL, RATE_LIMITED, SHED, OVERFLOW, TOO_LONG = (
+    REJECT_REASONS.index(r) for r in ("queue_full", "rate_limited", "shed", "overflow", "too_long")
 )
 
 

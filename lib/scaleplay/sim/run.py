@@ -34,6 +34,7 @@ class Run(Protocol):
     pools: list[Any]
     lines: list[Any]
     batches: Any
+    iterations: Any  # continuous.IterationRecord
     provisioning: list[list[float]]  # pool, replica, requested_s, ready_s, end_s
     mode_changes: list[tuple[float, int]]
     open_admission: Any  # the null admission and autoscaler a pool starts with

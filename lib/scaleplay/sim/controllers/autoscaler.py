@@ -5,15 +5,28 @@ The rules are ``config.autoscaler``'s. A new replica is billed from the moment i
 replicas are kept first, then stopped ones start, lowest index first, healthy ones first); scale-down
 stops idle replicas before busy ones (those drain), highest index first. A pool without an autoscaler
 has ``NoAutoscaler``.
+
+What it measures. ``"utilization"``: busy replica-seconds over the last interval. A static batcher's
+batches give them (slot-seconds over the slots); a continuous-batching replica is busy while it runs
+iterations, so its busy time is read off the iteration record (plus the run in progress), not off
+the batch record, whose rows are requests that overlap on a replica. ``"saturation"``: at the
+evaluation instant, each serving replica's KV-cache utilisation (``Scheduler.kv_tokens`` over the
+cache's tokens) and its waiting requests: those in its line plus its preempted ones waiting to
+recompute. A shared-queue pool has one line for all its replicas: each serving replica is counted
+an equal share of it (the requests any of them could take next).
 """
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 import simpy
 
+from ..continuous import IDLE
+STAB = bool(os.environ.get("STAB"))
 from ..pool import DRAINING, OFF, READY, STARTING
 from ..run import Run
 
@@ -37,6 +50,8 @@ class Autoscaler(NoAutoscaler):
         self.last_change_s = 0.0
         self.open_batches: list[int] = []  # batches still running at the last evaluation
         self.scan_from = 0
+        self.lower_since = math.inf  # since when every evaluation has asked for fewer replicas
+        self.iterations_from = 0  # the iteration record's rows read so far (continuous batching)
         pool.autoscaler = self
 
     def start(self) -> None:
@@ -111,41 +126,94 @@ class Autoscaler(NoAutoscaler):
         replica.status = OFF
         self.platform.provisioning[replica.record][4] = now
 
+    def busy_seconds(self, low: float, now: float) -> float:
+        """Busy slot-seconds of a static pool in ``[low, now]``, from the batches that overlap it."""
+        pool, batches = self.pool, self.platform.batches
+        record_pool, starts, ends = batches.pool, batches.start_s, batches.end_s
+        fresh = [k for k in range(self.scan_from, len(batches)) if record_pool[k] == pool.index]
+        self.scan_from = len(batches)
+        busy_s, still = 0.0, []
+        for k in self.open_batches + fresh:
+            start_s, end_s = starts[k], ends[k]
+            busy_s += max(0.0, min(end_s, now) - max(start_s, low))
+            if end_s > now:
+                still.append(k)
+        self.open_batches = still
+        return busy_s
+
+    def iterating_seconds(self, low: float, now: float) -> float:
+        """Replica-seconds a continuous pool ran iterations in ``[low, now]``. A run recorded since the
+        last evaluation ended after ``low`` (one recorded before ended by then); the runs in progress
+        count from their start."""
+        pool, record = self.pool, self.platform.iterations
+        record_pool, starts, ends = record.pool, record.start_s, record.end_s
+        busy_s = 0.0
+        for k in range(self.iterations_from, len(record)):
+            if record_pool[k] == pool.index:
+                busy_s += min(ends[k], now) - max(starts[k], low)
+        self.iterations_from = len(record)
+        for replica in pool.replicas:
+            scheduler = replica.scheduler
+            if scheduler.state != IDLE:
+                busy_s += now - max(scheduler.started_s, low)
+        return busy_s
+
+    def saturation(self) -> tuple[list[float], list[float]]:
+        """Each serving replica's KV-cache utilisation and waiting requests (module docstring)."""
+        pool = self.pool
+        serving = [replica for replica in pool.replicas if replica.serving]
+        shared = pool.lines[0].count / len(serving) if len(pool.lines) == 1 and serving else 0.0
+        kv, waiting = [], []
+        for replica in serving:
+            scheduler = replica.scheduler
+            kv.append(scheduler.kv_tokens() / (scheduler.total_blocks * scheduler.block_tokens))
+            line = shared if len(pool.lines) == 1 else replica.line.count
+            waiting.append(line + len(scheduler.preempted))
+        return kv, waiting
+
     def run(self) -> Generator[simpy.Event, None, None]:
         platform, pool, config = self.platform, self.pool, self.config
-        env, batches = platform.env, platform.batches
-        slots = pool.config.batcher.max_concurrent_batches
+        env = platform.env
+        continuous = pool.config.continuous
+        stabilize = (config.metric == "saturation" and not os.environ.get("NOSTAB")) or STAB
+        slots = 1 if continuous else pool.config.batcher.max_concurrent_batches
         while True:
             yield env.timeout(config.interval_s)
             now = env.now
             platform.deadlines.purge(now)
             if platform.finished():
                 return
-            # Busy slot-seconds over the last interval, from the batches that overlap it.
             low = now - config.interval_s
-            record_pool, starts, ends = batches.pool, batches.start_s, batches.end_s
-            fresh = [k for k in range(self.scan_from, len(batches)) if record_pool[k] == pool.index]
-            self.scan_from = len(batches)
-            busy_s, still = 0.0, []
-            for k in self.open_batches + fresh:
-                start_s, end_s = starts[k], ends[k]
-                busy_s += max(0.0, min(end_s, now) - max(start_s, low))
-                if end_s > now:
-                    still.append(k)
-            self.open_batches = still
+            busy_s = self.iterating_seconds(low, now) if continuous else self.busy_seconds(low, now)
             in_system = pool.in_system()
             idle_s = 0.0 if in_system else now - max(pool.last_join_s, pool.last_busy_s)
+            signals = {}
+            if config.metric == "saturation":
+                kv, waiting = self.saturation()
+                starting = sum(replica.status == STARTING for replica in pool.replicas)
+                signals = {
+                    "replicas": pool.active,
+                    "starting": starting,
+                    "kv_utilization": kv,
+                    "waiting": waiting,
+                }
             desired = config.desired_replicas(
                 now_s=now,
                 busy_replicas=busy_s / (config.interval_s * slots),
                 in_system=in_system,
                 idle_s=idle_s,
+                **signals,
             )
+            if desired >= pool.active:
+                self.lower_since = math.inf
+            elif self.lower_since == math.inf:
+                self.lower_since = now
             if desired > pool.active:
                 self.scale_up(desired - pool.active, now)
             elif (
                 desired < pool.active
                 and now - self.last_change_s >= config.cooldown_s
+                and (not stabilize or now - self.lower_since >= config.cooldown_s)
                 and not any(replica.status == STARTING for replica in pool.replicas)
             ):
                 self.scale_down(pool.active - desired, now)

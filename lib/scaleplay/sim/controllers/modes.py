@@ -58,6 +58,8 @@ class ModeController:
         knobs, gateway = self.config.knobs(level), self.platform.gateway
         for pool in self.pools:
             batcher = pool.config.batcher
+            if pool.config.continuous:  # its iterations are not batches: the batch knobs do not apply
+                continue
             pool.max_size = (
                 knobs.max_batch_size if knobs.max_batch_size is not None else batcher.max_batch_size
             )

@@ -11,6 +11,7 @@ import simpy
 
 from ...config import TimeBoxConfig
 from ...profiles import RandomServiceTime
+from ..continuous import alone_s
 from ..requests import ANSWERED, IN_LINE
 from ..run import Run
 
@@ -40,8 +41,10 @@ class TimeBox(OpenAdmission):
     def expected_s(self, pool: Pool, i: int) -> float:
         """The large model's mean time for request ``i`` alone: what its budget must still hold."""
         service = pool.config.service
-        base = service.base if isinstance(service, RandomServiceTime) else service
         requests = self.platform.requests
+        if pool.config.continuous:
+            return alone_s(service, requests.tokens_in[i], requests.tokens_out[i])
+        base = service.base if isinstance(service, RandomServiceTime) else service
         return float(base.batch_time_s(1, requests.tokens_in[i], requests.tokens_out[i], self.rng))
 
     def admit(self, pool: Pool, i: int, now: float) -> bool:
