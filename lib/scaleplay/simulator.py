@@ -8,7 +8,8 @@ are fetched (``features_ready_s``); it waits in a line of its pool until a batch
 takes it (``model_start_s``); the batch ends (``model_end_s``); the answer reaches the client
 (``responded_s``). With a ``ContinuousBatcherConfig`` a replica schedules per iteration instead
 (``sim.continuous``): a request starts at its first iteration, its first token comes at the end of
-its prefill (``first_token_s``) and it ends with its last token. Every request ends ``completed``, ``rejected``, ``timed_out`` or ``in_flight``.
+its prefill (``first_token_s``) and it ends with its last token. Every request ends ``completed``,
+``rejected``, ``timed_out`` or ``in_flight``.
 """
 
 from .config import (

@@ -346,12 +346,11 @@ class ExponentialStepTime:
     kv_capacity_tokens: int = 10**9
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mean_s", check_range("mean_s", self.mean_s, 1e-12, MAX_COEFFICIENT_S, unit=" s"))
-        object.__setattr__(
-            self,
-            "kv_capacity_tokens",
-            check_int("kv_capacity_tokens", self.kv_capacity_tokens, minimum=1, maximum=int(MAX_BATCH_TOKENS)),
-        )
+        mean_s = check_range("mean_s", self.mean_s, 1e-12, MAX_COEFFICIENT_S, unit=" s")
+        most = int(MAX_BATCH_TOKENS)
+        capacity = check_int("kv_capacity_tokens", self.kv_capacity_tokens, minimum=1, maximum=most)
+        object.__setattr__(self, "mean_s", mean_s)
+        object.__setattr__(self, "kv_capacity_tokens", capacity)
 
 
 # --------------------------------------------------------------------------------------------------

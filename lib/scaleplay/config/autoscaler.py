@@ -27,10 +27,23 @@ rules:
   ``waiting_spare_trigger`` 3): the pool adds capacity before its replicas fill, not after. No
   second replica is asked for while one is still starting (its capacity is already on the way).
   **Down** by one when no replica is saturated and the load spread over one replica fewer (each
-  mean times ``n / (n - 1)``) would still leave both spares at or above their triggers, and the
-  cooldown has passed since the last change; else **hold**. Utilisation of a continuous-batching
-  replica says little (it runs an iteration whenever it holds one sequence), which is why llm-d
-  scales on these two signals instead.
+  mean times ``n / (n - 1)``) would leave the mean KV at most ``kv_scale_down`` (0.2) and the
+  mean spare queue at least its trigger; and only when every evaluation over the last
+  ``cooldown_s`` found so (Kubernetes' scale-down stabilisation window, through which llm-d's
+  autoscaler acts), the cooldown having passed since the last change. Else **hold**.
+
+  Two departures from llm-d, both against flapping. llm-d lets a replica go when the spread load
+  stays under the scale-up point (``kv_saturation - kv_spare_trigger``); that assumes a replica's
+  KV use grows in proportion to its load. It does only while its latency is flat: nearer its
+  throughput limit each step slows as the batch grows, requests stay longer, and KV use climbs
+  several times faster than the load (``tests/test_engine_signals.py`` measures it), so a pool
+  that drops to where the proportional estimate says 0.7 saturates at once and scales up again.
+  ``kv_scale_down`` is the KV use up to which the estimate holds. And the signals are sampled at
+  an instant and noisy, so one calm sample is not enough to remove a replica.
+
+  Utilisation is a poor signal for such a pool: a continuous-batching replica runs iterations
+  whenever it holds one sequence, so it reads busy at a fraction of its capacity, and
+  ``"utilization"`` asks for far more replicas than the load needs.
 """
 
 from __future__ import annotations
@@ -125,8 +138,10 @@ class AutoscalerConfig:
     saturated at a KV-cache utilisation of ``kv_saturation`` (a fraction of its cache) or
     ``waiting_saturation`` waiting requests; ``kv_spare_trigger`` (a fraction) and
     ``waiting_spare_trigger`` (requests) are the mean spare capacities below which the pool scales
-    up. The defaults are llm-d's (0.8, 5, 0.1, 3). Each trigger must be below its threshold, or the
-    pool would always be short of spare capacity.
+    up; the defaults are llm-d's (0.8, 5, 0.1, 3). Each trigger must be below its threshold, or the
+    pool would always be short of spare capacity. ``kv_scale_down`` is the mean KV utilisation the
+    replicas left must stay at or under for one to go: at most the scale-up point
+    ``kv_saturation - kv_spare_trigger`` (llm-d's choice), and by default well below it.
     """
 
     max_replicas: int
@@ -144,6 +159,7 @@ class AutoscalerConfig:
     waiting_saturation: int = 5
     kv_spare_trigger: float = 0.1
     waiting_spare_trigger: float = 3.0
+    kv_scale_down: float = 0.2
 
     def __post_init__(self) -> None:
         _set(
@@ -205,6 +221,14 @@ class AutoscalerConfig:
             raise ValueError(
                 f"waiting_spare_trigger must be below waiting_saturation ({self.waiting_saturation}), "
                 f"or every replica would always lack spare queue; got {self.waiting_spare_trigger!r}"
+            )
+        _set(self, "kv_scale_down", check_probability("kv_scale_down", self.kv_scale_down, open_low=True))
+        scale_up_kv = self.kv_saturation - self.kv_spare_trigger
+        if self.kv_scale_down > scale_up_kv + _CEIL_SLACK:
+            raise ValueError(
+                f"kv_scale_down must be at most kv_saturation - kv_spare_trigger ({scale_up_kv:g}), where "
+                f"the pool scales up, or a scale-down could land where it scales up again; got "
+                f"{self.kv_scale_down!r}"
             )
 
     @property
@@ -279,10 +303,6 @@ class AutoscalerConfig:
         spread = n / (n - 1)  # the load of n replicas on n - 1
         kv_after = spread * math.fsum(kv_utilization) / n
         waiting_after = spread * math.fsum(waiting) / n
-        import os
-        if (
-            kv_after <= float(os.environ.get("KVDOWN", kv_limit - self.kv_spare_trigger))
-            and waiting_limit - waiting_after >= self.waiting_spare_trigger
-        ):
+        if kv_after <= self.kv_scale_down and waiting_limit - waiting_after >= self.waiting_spare_trigger:
             return -1
         return 0

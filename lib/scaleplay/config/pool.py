@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .._validate import MAX_REPLICAS, MAX_TOKENS, _kind, _show, check_in, check_int, check_range, check_seconds
+from .._validate import (
+    MAX_REPLICAS,
+    MAX_TOKENS,
+    _kind,
+    _show,
+    check_in,
+    check_int,
+    check_range,
+    check_seconds,
+)
 from ..profiles import MAX_BATCH_SIZE, ServiceTime
 from ..steptime import ExponentialStepTime, StepTimeModel
 from ._fields import _set
@@ -91,7 +100,11 @@ class ContinuousBatcherConfig:
     schedule: str = "decode_first"
 
     def __post_init__(self) -> None:
-        _set(self, "max_num_seqs", check_int("max_num_seqs", self.max_num_seqs, minimum=1, maximum=MAX_BATCH_SIZE))
+        _set(
+            self,
+            "max_num_seqs",
+            check_int("max_num_seqs", self.max_num_seqs, minimum=1, maximum=MAX_BATCH_SIZE),
+        )
         _set(
             self,
             "max_batched_tokens",
@@ -121,7 +134,9 @@ class ContinuousBatcherConfig:
                 f"got {_kind(step)}"
             )
         free_bytes = step.memory_bytes * self.gpu_memory_utilization - step.model.weight_bytes
-        blocks = int(free_bytes // (step.model.kv_bytes_per_token * self.block_tokens)) if free_bytes > 0 else 0
+        blocks = (
+            int(free_bytes // (step.model.kv_bytes_per_token * self.block_tokens)) if free_bytes > 0 else 0
+        )
         if blocks < 1:
             raise ValueError(
                 f"gpu_memory_utilization={_show(self.gpu_memory_utilization)} of {step.tensor_parallel} x "

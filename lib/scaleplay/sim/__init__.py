@@ -9,6 +9,7 @@
     pool         waiting lines and the balancing policy (one class per policy)
     replica      the batch slots of each replica (the static batcher)
     continuous   or each replica's iteration scheduler: continuous batching with a paged KV cache
+    fastloop     a plain platform of one continuous pool, played by a compiled copy of the same loop
     response     the answer, and the latency window the surge controller reads
     controllers  autoscaler, cascade, time-box, surge modes: attached to a pool or the gateway by hooks
     faults       replicas that stop and come back

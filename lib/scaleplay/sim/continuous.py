@@ -56,7 +56,9 @@ class StepCosts:
 
     def __init__(self, step: StepTimeModel) -> None:
         model, hardware, tp = step.model, step.hardware, step.tensor_parallel
-        self.compute_per_token = 2.0 * model.parameters / (hardware.peak_flops_per_s * step.compute_efficiency * tp)
+        self.compute_per_token = (
+            2.0 * model.parameters / (hardware.peak_flops_per_s * step.compute_efficiency * tp)
+        )
         bandwidth = hardware.memory_bandwidth_bytes_per_s * step.bandwidth_efficiency * tp
         self.weights_s = model.weight_bytes / bandwidth
         self.per_context_s = model.kv_bytes_per_token / bandwidth
@@ -66,12 +68,14 @@ class StepCosts:
         self.per_decode_s = step.decode_s_per_token
 
     def iteration_s(self, prefill: int, decode: int, context: float) -> float:
-        """One iteration: ``prefill`` prompt and ``decode`` decode tokens, reading ``context`` tokens of KV."""
+        """One iteration: ``prefill`` prompt and ``decode`` decode tokens, reading ``context`` KV tokens."""
         tokens = prefill + decode
         compute = self.compute_per_token * tokens
         memory = self.weights_s + self.per_context_s * context
         return (
-            self.fixed_s + (compute if compute > memory else memory) + self.per_token_s * tokens
+            self.fixed_s
+            + (compute if compute > memory else memory)
+            + self.per_token_s * tokens
             + self.per_decode_s * decode
         )
 
@@ -168,7 +172,9 @@ class ContinuousBatcher:
         service = pool.config.service
         for replica in pool.replicas:
             if isinstance(service, ExponentialStepTime):
-                replica.scheduler = MemorylessScheduler(pool, replica, RandomCosts(service.mean_s, replica.rng))
+                replica.scheduler = MemorylessScheduler(
+                    pool, replica, RandomCosts(service.mean_s, replica.rng)
+                )
             else:
                 replica.scheduler = Scheduler(pool, replica, StepCosts(service))
             replica.scheduler.plan()
@@ -256,7 +262,9 @@ class Scheduler:
         """Blocks the decoding sequences hold at ``step``: each its own context, rounded up."""
         if not self.decoding:
             return 0
-        offsets = np.fromiter((o for o, _ in self.decoding.values()), dtype=np.int64, count=len(self.decoding))
+        offsets = np.fromiter(
+            (o for o, _ in self.decoding.values()), dtype=np.int64, count=len(self.decoding)
+        )
         return int((-(-(offsets + step) // self.block_tokens)).sum())
 
     def room_for(self, blocks: int) -> bool:
@@ -268,14 +276,18 @@ class Scheduler:
         return self.decode_blocks(self.step) <= free
 
     def kv_tokens(self) -> int:
-        """Tokens the cache holds now (block rounding aside): the decoding contexts and the prompts
+        """Tokens the cache holds now (block rounding aside): what the decoding sequences have written
+        (all but each one's latest token, written by its next iteration) and the blocks of the prompts
         admitted."""
-        return self.offsets + len(self.decoding) * self.step + self.prefill_blocks * self.block_tokens
+        batch = len(self.decoding)
+        return self.offsets + batch * (self.step - 1) + self.prefill_blocks * self.block_tokens
 
     def fits_for(self, steps: int) -> bool:
-        """The cache holds every sequence through ``steps`` more decode iterations (a cheap bound first)."""
+        """The cache holds every sequence through ``steps`` more decode iterations (a cheap bound first).
+        The iteration at step ``s`` writes each sequence's latest token: it holds ``decode_blocks(s)``,
+        the blocks ``room_for`` leaves to the decodes when it admits a prompt."""
         batch = len(self.decoding)
-        end = self.step + steps
+        end = self.step + steps - 1
         bound = (self.offsets + batch * end) / self.block_tokens + batch + self.prefill_blocks
         if bound <= self.total_blocks:
             return True
@@ -306,7 +318,9 @@ class Scheduler:
             )
             if done + 1 < self.run_steps:  # cut the run after the iteration in progress
                 self.run_steps = done + 1
-                end_s = self.started_s + self.costs.decode_run_s(len(self.decoding), self.run_context, done + 1)
+                end_s = self.started_s + self.costs.decode_run_s(
+                    len(self.decoding), self.run_context, done + 1
+                )
                 self.version += 1
                 self.env.timeout(max(end_s - now, 0.0), self.version).callbacks.append(self.end)
 
@@ -429,7 +443,8 @@ class Scheduler:
         if not prefill and not decode:
             if self.preempted or self.prefilling:  # a request no iteration can take: a bug, not a wait
                 raise RuntimeError(
-                    f"replica {self.replica.index} of pool {self.pool.label!r} can schedule nothing but holds "
+                    f"replica {self.replica.index} of pool {self.pool.label!r} can schedule nothing but "
+                    "holds "
                     f"{len(self.preempted)} preempted and {len(self.prefilling)} prefilling requests"
                 )
             self.state = IDLE
@@ -593,7 +608,9 @@ class MemorylessScheduler(Scheduler):
         self.run_steps, self.run_context = 1, 0.0
         self.plan_prefill, self.plan_decode = 0, len(self.decoding)
         self.version += 1
-        self.env.timeout(self.costs.iteration_s(0, len(self.decoding), 0.0), self.version).callbacks.append(self.end)
+        self.env.timeout(self.costs.iteration_s(0, len(self.decoding), 0.0), self.version).callbacks.append(
+            self.end
+        )
         if len(self.decoding) + len(self.prefilling) < self.max_seqs and not self.line.count:
             self.listen()
 
@@ -603,5 +620,7 @@ class MemorylessScheduler(Scheduler):
             return
         if len(self.decoding) + len(self.prefilling) >= self.max_seqs:
             return
+        started_s = self.started_s  # the record keeps the iteration from its first start
         self.version += 1  # the iteration in progress starts again, with the newcomer
         self.plan()
+        self.started_s = started_s

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..config import PlatformConfig, PoolConfig
 from ..rng import stream
+from . import fastloop
 from .clock import delay_until
 from .continuous import ContinuousBatcher, IterationRecord
 from .controllers.autoscaler import Autoscaler, NoAutoscaler
@@ -148,6 +149,17 @@ class Platform:
             for site in self.sites:
                 self.timebox.attach(site.large)
 
+        if any(pool.config.continuous for pool in self.pools):
+            tokens_in = np.frombuffer(self.requests.tokens_in, dtype=np.int64)
+            if len(tokens_in) and tokens_in.min() < 1:
+                row = int(np.argmin(tokens_in))
+                raise ValueError(
+                    f"arrivals['tokens_in'] must be >= 1 with a continuous batcher (an iteration-level "
+                    f"engine prefills at least one prompt token to make the first); row {row} holds "
+                    f"{tokens_in[row]}"
+                )
+        # A plain platform of one continuous pool runs in the compiled loop (``fastloop``), not simpy.
+        self.fast = fastloop.eligible(self)
         for pool in self.pools:
             for replica in pool.replicas[: pool.config.replicas]:
                 replica.record = self.provision(pool, replica, 0.0)
@@ -155,7 +167,8 @@ class Platform:
             if pool.config.autoscaler is not None:
                 Autoscaler(self, pool).start()
             if pool.config.continuous:
-                ContinuousBatcher(pool).start()
+                if not self.fast:
+                    ContinuousBatcher(pool).start()
                 continue
             one_at_a_time = self.plain and pool.config.batcher.max_batch_size == 1
             (OneAtATime if one_at_a_time else StaticBatcher)(pool).start()
@@ -163,7 +176,8 @@ class Platform:
             self.modes = ModeController(self, config.modes, window)
             self.modes.pools = [site.large for site in self.sites]
             self.modes.start()
-        self.gateway.start()
+        if not self.fast:
+            self.gateway.start()
 
     # -- wiring ---------------------------------------------------------------------------------------
     def stream(self, name: str) -> np.random.Generator:
@@ -202,6 +216,9 @@ class Platform:
         """Run to the horizon (or until every request has its outcome). Python's cyclic garbage
         collector is paused meanwhile: a run makes no garbage cycles, and each collection would walk
         every object alive, the caller's included, millions of times over a long run."""
+        if self.fast:
+            fastloop.run(self, progress)
+            return
         collecting = gc.isenabled()
         gc.disable()
         try:

@@ -456,11 +456,11 @@ class _Finished:
 
 
 class LeastKVCachePool(ShortestQueuePool):
-    """The replica whose KV cache holds the fewest tokens (``Scheduler.kv_tokens``, as of its last
-    iteration boundary) plus the prompt tokens waiting for it (its line and its preempted requests,
-    which will need the cache next). Continuous batching only (the config refuses it otherwise).
-    O(candidates) per request while the lines are empty, as they are until a replica fills; then
-    O(waiting requests) as well."""
+    """The replica whose KV cache holds the fewest tokens (``Scheduler.kv_tokens``: as of the start of
+    its iteration, or run of decode iterations, in progress) plus the prompt tokens waiting for it
+    (its line and its preempted requests, which will need the cache next). Continuous batching only
+    (the config refuses it otherwise). O(candidates) per request while the lines are empty, as they
+    are until a replica fills; then O(waiting requests) as well."""
 
     def loads(self, choices: list[int]) -> list[int]:
         lines, replicas = self.lines, self.replicas

@@ -23,6 +23,7 @@ class Run(Protocol):
     horizon_s: float | None
     plain: bool  # one class, one line, no admission rule, fetch, region or control
     faulty: bool  # a fault may cut batches short
+    fast: bool  # played by the compiled loop (sim.fastloop), not simpy
     # The parts, wired by the engine: gateway.Gateway, router.Router, gateway.Deadlines,
     # ingestion.Ingestion, response.Responses, pool.Site and pool.Pool and pool.Line, engine.BatchRecord.
     gateway: Any

@@ -13,20 +13,21 @@ the batch record, whose rows are requests that overlap on a replica. ``"saturati
 evaluation instant, each serving replica's KV-cache utilisation (``Scheduler.kv_tokens`` over the
 cache's tokens) and its waiting requests: those in its line plus its preempted ones waiting to
 recompute. A shared-queue pool has one line for all its replicas: each serving replica is counted
-an equal share of it (the requests any of them could take next).
+an equal share of it (the requests any of them could take next). The saturation signals are
+instants, and noisy (a long prompt holding an iteration's token budget makes the lines jump for a
+second), so with ``"saturation"`` a scale-up needs two evaluations in a row to ask for it, and a
+scale-down every evaluation over the last ``cooldown_s``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 import simpy
 
 from ..continuous import IDLE
-STAB = bool(os.environ.get("STAB"))
 from ..pool import DRAINING, OFF, READY, STARTING
 from ..run import Run
 
@@ -51,6 +52,8 @@ class Autoscaler(NoAutoscaler):
         self.open_batches: list[int] = []  # batches still running at the last evaluation
         self.scan_from = 0
         self.lower_since = math.inf  # since when every evaluation has asked for fewer replicas
+        self.higher_in_a_row = 0  # evaluations in a row that asked for more
+        self.changes: list[tuple[float, int]] = []  # (t_s, replicas asked for): every decision taken
         self.iterations_from = 0  # the iteration record's rows read so far (continuous batching)
         pool.autoscaler = self
 
@@ -92,6 +95,7 @@ class Autoscaler(NoAutoscaler):
                     self.started(replica, now)
         pool.changed()
         self.last_change_s = now
+        self.changes.append((now, pool.active))
 
     def on_started(self, event: simpy.Event) -> None:
         replica, row = event.value
@@ -118,6 +122,7 @@ class Autoscaler(NoAutoscaler):
                 self.off(replica, now)
         pool.changed()
         self.last_change_s = now
+        self.changes.append((now, pool.active))
         for line in pool.lines:  # the stopped replicas' idle slots must notice and park
             line.wake_all()
         pool.rebalance(now)
@@ -175,7 +180,8 @@ class Autoscaler(NoAutoscaler):
         platform, pool, config = self.platform, self.pool, self.config
         env = platform.env
         continuous = pool.config.continuous
-        stabilize = (config.metric == "saturation" and not os.environ.get("NOSTAB")) or STAB
+        # The saturation signals are instants: a change must be asked for more than once (module docstring).
+        steady = config.metric == "saturation"
         slots = 1 if continuous else pool.config.batcher.max_concurrent_batches
         while True:
             yield env.timeout(config.interval_s)
@@ -204,16 +210,14 @@ class Autoscaler(NoAutoscaler):
                 idle_s=idle_s,
                 **signals,
             )
-            if desired >= pool.active:
-                self.lower_since = math.inf
-            elif self.lower_since == math.inf:
-                self.lower_since = now
-            if desired > pool.active:
+            self.lower_since = math.inf if desired >= pool.active else min(self.lower_since, now)
+            self.higher_in_a_row = self.higher_in_a_row + 1 if desired > pool.active else 0
+            if desired > pool.active and (not steady or self.higher_in_a_row >= 2):
                 self.scale_up(desired - pool.active, now)
             elif (
                 desired < pool.active
                 and now - self.last_change_s >= config.cooldown_s
-                and (not stabilize or now - self.lower_since >= config.cooldown_s)
+                and (not steady or now - self.lower_since >= config.cooldown_s)
                 and not any(replica.status == STARTING for replica in pool.replicas)
             ):
                 self.scale_down(pool.active - desired, now)
