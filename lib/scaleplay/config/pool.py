@@ -89,8 +89,10 @@ class ContinuousBatcherConfig:
       tokens go first, then prompt chunks fill what is left of the token budget, so a long prompt is
       split across iterations and never stalls the decodes;
     - ``"prefill_first"`` (vLLM V0's default): while a waiting prompt fits, the iteration prefills
-      whole prompts only and the decodes wait; a prompt longer than ``max_batched_tokens`` can never
-      run and is rejected.
+      whole prompts only and the decodes wait. A preempted request recomputes its prompt and answer
+      so far in one iteration, so a request whose prompt and answer exceed ``max_batched_tokens``
+      could be stuck and is rejected as ``"too_long"`` (vLLM V0 asks ``max_num_batched_tokens >=
+      max_model_len`` for the same reason).
     """
 
     max_num_seqs: int = 256

@@ -8,8 +8,9 @@ last. The KV cache is counted in blocks: a request is admitted when its prompt's
 vLLM's 1% watermark free); a decoding sequence takes a new block each ``block_tokens`` tokens, and
 when none is left the newest running request is preempted: its blocks are freed and it waits, ahead
 of the line, to recompute its prompt and the tokens it had made. A request whose prompt and answer
-could never fit the cache alone, or (``"prefill_first"``) whose prompt exceeds the token budget, is
-rejected as ``"too_long"`` when a replica takes it.
+could never fit the cache alone (the watermark kept), or (``"prefill_first"``, where a recompute is
+one iteration) the token budget, is rejected as ``"too_long"`` when a replica takes it. A plain
+platform of one such pool is played by ``sim.fastloop``, a compiled copy of this loop.
 
 **Why it is fast.** Between two events (a sequence finishes, a request is admitted, the cache fills)
 the decoding batch is fixed, so its iterations form a run whose length is known in advance, and the
@@ -24,7 +25,8 @@ Each request keeps one row of the batch record from its first iteration to its l
 the sequences running when it was admitted), so the RequestLog's ``model_start_s`` and
 ``model_end_s`` are its first scheduled iteration and its last token. The iteration record
 (``IterationRecord``) keeps each run: its replica, start and end, iterations, decoding sequences,
-prompt tokens and the KV blocks in use at its end; preemptions are recorded with their time.
+prompt tokens and the KV tokens written by its end (``Scheduler.kv_tokens``); preemptions are
+recorded with their time.
 """
 
 from __future__ import annotations
