@@ -52,6 +52,7 @@ from ._validate import (
     check_non_negative,
     check_positive,
     check_probability,
+    check_real_array,
 )
 from .capacity import HOURS_PER_MONTH
 from .metrics import busy_intervals, interval_widths
@@ -78,6 +79,14 @@ __all__ = [
     "reserved_break_even",
     "best_reserved_gpus",
     "serverless_break_even",
+    "API_PRICE_COLUMNS",
+    "THROUGHPUT_TOKENS",
+    "BUY_VS_BUILD_COLUMNS",
+    "ENGINEER_USD_PER_MONTH",
+    "load_api_prices",
+    "api_bill",
+    "buy_vs_build",
+    "buy_vs_build_break_even",
 ]
 
 SECONDS_PER_HOUR = 3600.0
@@ -644,4 +653,338 @@ def serverless_break_even(
             "break_even_utilization": rate * busy_s,
         },
         name="serverless_break_even",
+    )
+
+
+# ------------------------------------------------------------------------------- buy instead of build
+
+_API_CSV = "api_prices.csv"
+#: The columns of ``data/api_prices.csv``, in order: a hosted per-token API's list prices, each row
+#: with the ``data/models.csv`` model it is ``comparable_to``, its source and the date it was listed.
+API_PRICE_COLUMNS: tuple[str, ...] = (
+    "provider",
+    "model",
+    "comparable_to",
+    "input_usd_per_million_tokens",
+    "output_usd_per_million_tokens",
+    "source",
+    "source_date",
+    "notes",
+)
+#: What a throughput per GPU counts: generated tokens only, or prompt and generated tokens.
+THROUGHPUT_TOKENS: tuple[str, ...] = ("output", "total")
+TOKENS_PER_MILLION = 1e6
+
+#: Median annual wage of US software developers (SOC 15-1252), May 2023: BLS Occupational Employment
+#: and Wage Statistics, read through an O*NET career page that quotes it ("$132,270 Median Wage (2023)").
+SOFTWARE_DEVELOPER_MEDIAN_WAGE_USD_PER_YEAR = 132_270.0
+#: Wages and salaries' share of what an employer pays for a worker (the rest is benefits): 68.3% for
+#: civilian workers, BLS Employer Costs for Employee Compensation, September 2018
+#: (https://www.bls.gov/news.release/archives/ecec_12142018.htm).
+WAGE_SHARE_OF_COMPENSATION = 0.683
+#: A loaded engineer-month, the default price of the engineering self-hosting needs: the median wage
+#: grossed up by the benefits share, over 12 months (about $16,100). Office, equipment and on-call
+#: premiums are left out; put your own figure in ``engineer_usd_per_month``.
+ENGINEER_USD_PER_MONTH = SOFTWARE_DEVELOPER_MEDIAN_WAGE_USD_PER_YEAR / WAGE_SHARE_OF_COMPENSATION / 12.0
+
+#: The columns of ``buy_vs_build``: one row per monthly traffic.
+BUY_VS_BUILD_COLUMNS: dict[str, tuple[str, str]] = {
+    "requests_per_month": ("float64", "the traffic"),
+    "tokens_per_month": ("float64", "prompt and generated tokens of that traffic"),
+    "gpus": ("float64", "GPUs self-hosting holds (whole replicas, at least one); NaN for a given cost"),
+    "gpu_usd": ("float64", "the GPUs' month (or the given self-hosted cost)"),
+    "engineering_usd": ("float64", "engineers x engineer_usd_per_month"),
+    "self_hosted_usd": ("float64", "gpu_usd + engineering_usd"),
+    "api_usd": ("float64", "the API's bill for the same traffic"),
+    "api_over_self_hosted": ("float64", "api_usd / self_hosted_usd: above 1 self-hosting is cheaper"),
+}
+
+
+def load_api_prices() -> pd.DataFrame:
+    """Every row of ``data/api_prices.csv`` (``API_PRICE_COLUMNS``), checked: a source and a date on
+    each row, prices finite and > 0, ``comparable_to`` a model of ``data/models.csv``, no repeats.
+
+    >>> table = load_api_prices()
+    >>> bool((table["input_usd_per_million_tokens"] > 0).all())
+    True
+    """
+    from .profiles import model_names
+
+    with resources.files("scaleplay").joinpath("data", _API_CSV).open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != API_PRICE_COLUMNS:
+            raise ValueError(f"{_API_CSV} must have the columns {API_PRICE_COLUMNS}, got {reader.fieldnames}")
+        rows = list(reader)
+    models = model_names()
+    seen: set[tuple[str, str]] = set()
+    for i, row in enumerate(rows):
+        where = f"{_API_CSV} row {i + 2} ({row['provider']!r}, {row['model']!r})"
+        if not row["provider"] or not row["model"]:
+            raise ValueError(f"{where} lacks its provider or model")
+        if not row["source"] or not row["source_date"]:
+            raise ValueError(f"{where} lacks its source or source_date")
+        if row["comparable_to"] not in models:
+            raise ValueError(f"{where}: comparable_to {row['comparable_to']!r} is not one of {models}")
+        key = (row["provider"], row["model"])
+        if key in seen:
+            raise ValueError(f"{where} repeats an earlier row")
+        seen.add(key)
+        for column in ("input_usd_per_million_tokens", "output_usd_per_million_tokens"):
+            try:
+                value = float(row[column])
+            except ValueError:
+                raise ValueError(f"{where}: {column} must be a number, got {row[column]!r}") from None
+            row[column] = check_positive(f"{where}: {column}", value)
+    return pd.DataFrame(rows, columns=list(API_PRICE_COLUMNS))
+
+
+def _api_usd_per_token(price: object) -> tuple[float, float]:
+    """(input, output) USD per token of ``price``: a ``(provider, model)`` pair of
+    ``data/api_prices.csv``, or a row (a mapping or Series) with the two price columns."""
+    if isinstance(price, tuple):
+        if len(price) != 2 or not all(isinstance(p, str) for p in price):
+            raise TypeError(f"price must be a (provider, model) pair of strings, got {_kind(price)}")
+        table = load_api_prices()
+        match = table[(table["provider"] == price[0]) & (table["model"] == price[1])]
+        if match.empty:
+            known = ", ".join(
+                f"({p!r}, {m!r})" for p, m in zip(table["provider"], table["model"], strict=True)
+            )
+            raise ValueError(f"price {price!r} is not a (provider, model) of {_API_CSV}; known: {known}")
+        price = match.iloc[0]
+    if not isinstance(price, Mapping | pd.Series):
+        raise TypeError(
+            f"price must be a (provider, model) pair or a row of load_api_prices(), got {_kind(price)}"
+        )
+    rates = []
+    for column in ("input_usd_per_million_tokens", "output_usd_per_million_tokens"):
+        if column not in price:
+            raise ValueError(f"price lacks {column!r}; a row of load_api_prices() has it")
+        rates.append(check_non_negative(f"price[{column!r}]", price[column]) / TOKENS_PER_MILLION)
+    return rates[0], rates[1]
+
+
+def api_bill(requests_per_month: float, tokens_in: float, tokens_out: float, price: object) -> float:
+    """What a hosted per-token API charges a month: ``requests_per_month x (tokens_in x input price +
+    tokens_out x output price)``, prices per million tokens. ``price`` is a ``(provider, model)`` pair
+    of ``data/api_prices.csv`` or a row of ``load_api_prices()`` (any mapping with its two price
+    columns, to try another price).
+
+    >>> api_bill(1e6, 1000, 200, {"input_usd_per_million_tokens": 0.5, "output_usd_per_million_tokens": 2.0})
+    900.0
+    """
+    requests = check_non_negative("requests_per_month", requests_per_month)
+    tokens_in = check_non_negative("tokens_in", tokens_in)
+    tokens_out = check_non_negative("tokens_out", tokens_out)
+    usd_in, usd_out = _api_usd_per_token(price)
+    bill = requests * (tokens_in * usd_in + tokens_out * usd_out)
+    if not math.isfinite(bill):
+        raise ValueError(
+            f"requests_per_month={requests_per_month!r} x tokens_in={tokens_in!r}, tokens_out={tokens_out!r} "
+            "makes the bill overflow a float"
+        )
+    return bill
+
+
+@dataclass(frozen=True)
+class _Build:
+    """The terms of a buy-or-build comparison: the API costs ``api_usd_per_request`` per request;
+    self-hosting costs ``replica_usd_per_month`` per replica, each carrying ``requests_per_replica``
+    a month (``inf`` for a given fixed cost), at least one replica, plus ``engineering_usd``."""
+
+    api_usd_per_request: float
+    replica_usd_per_month: float
+    requests_per_replica: float
+    gpus_per_replica: int
+    engineering_usd: float
+    tokens_per_request: float
+    fixed: bool
+
+
+def _build_terms(
+    price: object,
+    tokens_in: float,
+    tokens_out: float,
+    engineers: float,
+    engineer_usd_per_month: float,
+    prices: Prices | None,
+    tokens_per_s_per_gpu: float | None,
+    utilization: float | None,
+    gpus_per_replica: int,
+    purchase: str,
+    throughput_tokens: str,
+    self_hosted_usd_per_month: float | None,
+) -> _Build:
+    tokens_in = check_non_negative("tokens_in", tokens_in)
+    tokens_out = check_positive("tokens_out", tokens_out)
+    usd_in, usd_out = _api_usd_per_token(price)
+    engineering = check_non_negative("engineers", engineers) * check_non_negative(
+        "engineer_usd_per_month", engineer_usd_per_month
+    )
+    gpus_per_replica = check_int("gpus_per_replica", gpus_per_replica, minimum=1, maximum=MAX_GPUS)
+    per_request = tokens_in * usd_in + tokens_out * usd_out
+    month_s = HOURS_PER_MONTH * SECONDS_PER_HOUR
+    gpu_terms = {"prices": prices, "tokens_per_s_per_gpu": tokens_per_s_per_gpu, "utilization": utilization}
+    if self_hosted_usd_per_month is not None:
+        given = [name for name, value in gpu_terms.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"give either self_hosted_usd_per_month or {', '.join(gpu_terms)}, not both: got "
+                f"self_hosted_usd_per_month={self_hosted_usd_per_month!r} and {', '.join(given)}"
+            )
+        fixed = check_non_negative("self_hosted_usd_per_month", self_hosted_usd_per_month)
+        terms = (fixed, math.inf, True)
+    else:
+        missing = [name for name, value in gpu_terms.items() if value is None]
+        if missing:
+            raise ValueError(
+                f"self-hosting's cost needs {', '.join(missing)} (or a self_hosted_usd_per_month instead)"
+            )
+        if not isinstance(prices, Prices):
+            raise TypeError(f"prices must be a Prices, got {_kind(prices)}")
+        rate = check_positive("tokens_per_s_per_gpu", tokens_per_s_per_gpu)
+        target = check_probability("utilization", utilization, open_low=True)
+        counted = tokens_out
+        if check_in("throughput_tokens", throughput_tokens, THROUGHPUT_TOKENS) == "total":
+            counted += tokens_in
+        replica_usd = gpus_per_replica * HOURS_PER_MONTH * prices.usd_per_gpu_hour(purchase)
+        terms = (replica_usd, gpus_per_replica * rate * target * month_s / counted, False)
+    return _Build(
+        per_request, terms[0], terms[1], gpus_per_replica, engineering, tokens_in + tokens_out, terms[2]
+    )
+
+
+def _replicas(requests: np.ndarray, build: _Build) -> np.ndarray:
+    """Whole replicas the traffic needs at the target utilization, at least one. Traffic that fills
+    ``n`` replicas to within a relative ``1e-12`` needs ``n``: a product's rounding adds none."""
+    if build.fixed:
+        return np.ones_like(requests)
+    return np.maximum(1.0, np.ceil(requests / build.requests_per_replica * (1.0 - 1e-12)))
+
+
+def buy_vs_build(
+    price: object,
+    *,
+    requests_per_month: float | list[float] | np.ndarray,
+    tokens_in: float,
+    tokens_out: float,
+    engineers: float,
+    engineer_usd_per_month: float = ENGINEER_USD_PER_MONTH,
+    prices: Prices | None = None,
+    tokens_per_s_per_gpu: float | None = None,
+    utilization: float | None = None,
+    gpus_per_replica: int = 1,
+    purchase: str = "on_demand",
+    throughput_tokens: str = "output",
+    self_hosted_usd_per_month: float | None = None,
+) -> pd.DataFrame:
+    """Self-hosting against a hosted per-token API, month by month, at each traffic in
+    ``requests_per_month`` (``BUY_VS_BUILD_COLUMNS``).
+
+    The API bills ``api_bill`` for every request. Self-hosting pays for whole replicas of
+    ``gpus_per_replica`` GPUs (at least one, however quiet the month) at ``prices`` bought as
+    ``purchase``, enough that each GPU runs at ``utilization`` of ``tokens_per_s_per_gpu`` — the
+    throughput one GPU sustains *at the SLO*, which the simulator measures; it counts generated tokens
+    (``throughput_tokens="output"``) or prompt and generated tokens (``"total"``). Or it pays a given
+    ``self_hosted_usd_per_month``, whatever the traffic. Either way it also pays ``engineers`` x
+    ``engineer_usd_per_month``: the people who run the fleet and build the book's levers (default: a
+    loaded US software developer, ``ENGINEER_USD_PER_MONTH``). ``engineers`` has no default: state it,
+    0 included. ``buy_vs_build_break_even`` gives the traffic above which self-hosting stays cheaper.
+    """
+    build = _build_terms(
+        price, tokens_in, tokens_out, engineers, engineer_usd_per_month, prices, tokens_per_s_per_gpu,
+        utilization, gpus_per_replica, purchase, throughput_tokens, self_hosted_usd_per_month,
+    )  # fmt: skip
+    requests = np.atleast_1d(np.asarray(check_real_array("requests_per_month", requests_per_month)))
+    if requests.ndim != 1 or not np.isfinite(requests).all() or (requests < 0).any():
+        raise ValueError("requests_per_month must be a number or a sequence of finite numbers >= 0")
+    replicas = _replicas(requests, build)
+    with np.errstate(over="ignore", invalid="ignore"):
+        gpu_usd = replicas * build.replica_usd_per_month
+        self_hosted = gpu_usd + build.engineering_usd
+        api = requests * build.api_usd_per_request
+        ratio = np.divide(api, self_hosted, out=np.full_like(api, np.inf), where=self_hosted > 0)
+        ratio[(api == 0) & (self_hosted == 0)] = 1.0
+    if not (np.isfinite(self_hosted).all() and np.isfinite(api).all()):
+        raise ValueError("requests_per_month is so large that a monthly cost overflows a float")
+    return pd.DataFrame(
+        {
+            "requests_per_month": requests,
+            "tokens_per_month": requests * build.tokens_per_request,
+            "gpus": np.full_like(requests, np.nan) if build.fixed else replicas * build.gpus_per_replica,
+            "gpu_usd": gpu_usd,
+            "engineering_usd": np.full_like(requests, build.engineering_usd),
+            "self_hosted_usd": self_hosted,
+            "api_usd": api,
+            "api_over_self_hosted": ratio,
+        }
+    )
+
+
+def buy_vs_build_break_even(
+    price: object,
+    *,
+    tokens_in: float,
+    tokens_out: float,
+    engineers: float,
+    engineer_usd_per_month: float = ENGINEER_USD_PER_MONTH,
+    prices: Prices | None = None,
+    tokens_per_s_per_gpu: float | None = None,
+    utilization: float | None = None,
+    gpus_per_replica: int = 1,
+    purchase: str = "on_demand",
+    throughput_tokens: str = "output",
+    self_hosted_usd_per_month: float | None = None,
+) -> pd.Series:
+    """The traffic above which self-hosting never costs more than the API (arguments as ``buy_vs_build``).
+
+    With ``a`` the API's price of a request, ``c`` a replica's month, ``k`` the requests a replica
+    carries a month and ``E`` the engineering, self-hosting costs ``S_n = c n + E`` for traffic in
+    ``((n - 1) k, n k]`` (``n >= 1``), the API ``a R``. On step ``n`` the API is cheaper below
+    ``S_n / a``; that stretch is empty once ``n (a k - c) >= a k + E``. So if ``a k > c`` the last
+    step where the API still wins somewhere is ``n* = ceil((a k + E) / (a k - c)) - 1`` and the break-even
+    is ``R* = min(n* k, S_n* / a)``: just below it the API is cheaper, above it self-hosting never
+    costs more. Because replicas come whole, self-hosting may also win on stretches below
+    ``R*`` (just after a replica is filled); those do not last. If ``a k <= c`` a replica's month
+    costs at least what its full traffic would cost on the API: self-hosting never wins (``inf``).
+
+    Returns ``api_usd_per_request``, ``replica_usd_per_month``, ``requests_per_month_per_replica``,
+    ``engineering_usd_per_month``, ``break_even_requests_per_month``, ``break_even_tokens_per_month``
+    (prompt and generated), ``break_even_gpus`` and ``self_hosted_usd_per_million_tokens_at_scale``
+    (``c / k`` per token: what a full fleet costs, engineering spread to nothing).
+    """
+    build = _build_terms(
+        price, tokens_in, tokens_out, engineers, engineer_usd_per_month, prices, tokens_per_s_per_gpu,
+        utilization, gpus_per_replica, purchase, throughput_tokens, self_hosted_usd_per_month,
+    )  # fmt: skip
+    a, c, k, e = (
+        build.api_usd_per_request,
+        build.replica_usd_per_month,
+        build.requests_per_replica,
+        build.engineering_usd,
+    )
+    if a == 0:
+        even, replicas = math.inf, math.nan
+    elif build.fixed:
+        even, replicas = (c + e) / a, 1.0
+    elif a * k <= c:
+        even, replicas = math.inf, math.nan
+    else:
+        last = max(1, math.ceil((a * k + e) / (a * k - c)) - 1)
+        even = min(last * k, (c * last + e) / a)
+        replicas = float(_replicas(np.array([even]), build)[0])
+    return pd.Series(
+        {
+            "api_usd_per_request": a,
+            "replica_usd_per_month": c,
+            "requests_per_month_per_replica": k,
+            "engineering_usd_per_month": e,
+            "break_even_requests_per_month": even,
+            "break_even_tokens_per_month": even * build.tokens_per_request,
+            "break_even_gpus": math.nan if build.fixed else replicas * build.gpus_per_replica,
+            "self_hosted_usd_per_million_tokens_at_scale": math.nan
+            if build.fixed
+            else c / k / build.tokens_per_request * TOKENS_PER_MILLION,
+        },
+        name="buy_vs_build_break_even",
     )
