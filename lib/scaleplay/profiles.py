@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib import resources
 from typing import Protocol, runtime_checkable
@@ -50,11 +50,13 @@ __all__ = [
     "Hardware",
     "ModelSpec",
     "DTYPE_BYTES",
+    "COMPUTE_PRECISIONS",
     "load_hardware",
     "load_model",
     "hardware_names",
     "model_names",
     "RooflineServiceTime",
+    "hardware_for_compute",
     "TabulatedServiceTime",
     "MAX_BATCH_SIZE",
     "MAX_BATCH_TOKENS",
@@ -177,14 +179,29 @@ class RandomServiceTime:
 DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 
 
+#: The precisions a model's matrix multiplies may run at: ``"bf16"`` (16-bit, also standing for fp16:
+#: the same datasheet peak) and ``"fp8"`` (W8A8: FP8 weights and activations, FP8 tensor cores).
+COMPUTE_PRECISIONS: tuple[str, ...] = ("bf16", "fp8")
+
+
 @dataclass(frozen=True)
 class Hardware:
     """One accelerator: the two roofline numbers and its memory (prices live elsewhere).
 
-    ``peak_flops_per_s`` is the dense (no 2:4 sparsity) BF16 tensor-core peak of the datasheet;
-    ``memory_bandwidth_bytes_per_s`` the datasheet memory bandwidth; ``memory_bytes`` the memory
+    ``peak_flops_per_s`` is the dense (no 2:4 sparsity) tensor-core peak of the datasheet at
+    ``precision``: the BF16 one as loaded (``precision="bf16"``), the FP8 one in the copy
+    ``at_precision("fp8")`` returns. The roofline and the engine read only ``peak_flops_per_s``, so
+    that copy is how FP8 compute reaches them. ``fp8_peak_flops_per_s`` is the dense FP8 tensor
+    peak, ``None`` where the GPU has no FP8 tensor cores (A100); ``bf16_peak_flops_per_s`` the BF16
+    one (``peak_flops_per_s`` when left out at ``precision="bf16"``).
+
+    ``memory_bandwidth_bytes_per_s`` is the datasheet memory bandwidth; ``memory_bytes`` the memory
     as the datasheet states it (decimal GB x 1e9). ``source``/``source_date`` say where the numbers
     come from and when they were taken. Each number lies in [1, 1e30].
+
+    >>> h100 = load_hardware("H100 SXM")
+    >>> round(h100.at_precision("fp8").peak_flops_per_s / h100.peak_flops_per_s, 3)
+    2.001
     """
 
     name: str
@@ -193,6 +210,9 @@ class Hardware:
     memory_bytes: float
     source: str = ""
     source_date: str = ""
+    fp8_peak_flops_per_s: float | None = None
+    precision: str = "bf16"
+    bf16_peak_flops_per_s: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -200,11 +220,46 @@ class Hardware:
         low, high = HARDWARE_RANGE
         for field in ("memory_bandwidth_bytes_per_s", "peak_flops_per_s", "memory_bytes"):
             object.__setattr__(self, field, check_range(field, getattr(self, field), low, high))
+        for field in ("fp8_peak_flops_per_s", "bf16_peak_flops_per_s"):
+            if getattr(self, field) is not None:
+                object.__setattr__(self, field, check_range(field, getattr(self, field), low, high))
+        check_in("precision", self.precision, COMPUTE_PRECISIONS)
+        if self.precision == "bf16" and self.bf16_peak_flops_per_s is None:
+            object.__setattr__(self, "bf16_peak_flops_per_s", self.peak_flops_per_s)
+        at = self.peak_flops_for(self.precision)
+        if at != self.peak_flops_per_s:
+            raise ValueError(
+                f"peak_flops_per_s={_show(self.peak_flops_per_s)} must be the {self.precision} peak of "
+                f"{self.name} at precision={self.precision!r}, which is {_show(at)}"
+            )
 
     @property
     def ridge_flops_per_byte(self) -> float:
         """Arithmetic intensity (FLOP per byte) above which a kernel is compute-bound."""
         return self.peak_flops_per_s / self.memory_bandwidth_bytes_per_s
+
+    def peak_flops_for(self, precision: str) -> float:
+        """The dense tensor peak FLOP/s at ``precision`` (one of ``COMPUTE_PRECISIONS``).
+
+        A ``ValueError`` naming ``precision`` when this GPU has no such tensor cores (FP8 on an A100)
+        or the figure is unknown.
+        """
+        check_in("precision", precision, COMPUTE_PRECISIONS)
+        peak = self.fp8_peak_flops_per_s if precision == "fp8" else self.bf16_peak_flops_per_s
+        if peak is None:
+            why = "has no FP8 tensor cores" if precision == "fp8" else "has no known BF16 peak"
+            raise ValueError(
+                f"precision={precision!r} is not available on {self.name}: it {why} "
+                f"({precision}_peak_flops_per_s is None); use precision='bf16' or other hardware"
+            )
+        return peak
+
+    def at_precision(self, precision: str) -> Hardware:
+        """This GPU with ``peak_flops_per_s`` set to its dense peak at ``precision`` (``self`` if
+        already there). A ``ValueError`` naming ``precision`` where the GPU lacks it."""
+        if precision == self.precision:
+            return self
+        return replace(self, peak_flops_per_s=self.peak_flops_for(precision), precision=precision)
 
 
 @dataclass(frozen=True)
@@ -271,7 +326,9 @@ def model_names() -> list[str]:
 
 
 def load_hardware(name: str) -> Hardware:
-    """The ``Hardware`` row called ``name`` in ``data/hardware.csv``.
+    """The ``Hardware`` row called ``name`` in ``data/hardware.csv``, at ``precision="bf16"``.
+
+    An empty ``fp8_peak_flops_per_s`` cell (a GPU without FP8 tensor cores) loads as ``None``.
 
     >>> load_hardware("H100 SXM").memory_bandwidth_bytes_per_s
     3350000000000.0
@@ -287,6 +344,7 @@ def load_hardware(name: str) -> Hardware:
         memory_bytes=float(row["memory_bytes"]),
         source=row["source"],
         source_date=row["source_date"],
+        fp8_peak_flops_per_s=float(fp8) if (fp8 := row.get("fp8_peak_flops_per_s", "").strip()) else None,
     )
 
 
@@ -316,6 +374,31 @@ def load_model(name: str, dtype: str = "bf16", *, kv_dtype: str = "bf16") -> Mod
         source=row["source"],
         source_date=row["source_date"],
     )
+
+
+def hardware_for_compute(hardware: Hardware, model: ModelSpec, compute_precision: str) -> Hardware:
+    """``hardware`` at ``compute_precision``, as a roofline of ``model`` must see it.
+
+    ``"fp8"`` is W8A8: the weights must be stored in at most 1 byte (``load_model(name, "fp8")``),
+    and the GPU must have FP8 tensor cores; otherwise a ``ValueError`` naming ``compute_precision``.
+    Weight-only quantization (``"int8"`` weights) keeps ``compute_precision="bf16"``.
+    """
+    check_in("compute_precision", compute_precision, COMPUTE_PRECISIONS)
+    if compute_precision == "fp8" and model.bytes_per_parameter > 1.0:
+        raise ValueError(
+            f"compute_precision='fp8' multiplies FP8 weights, but {model.name} stores "
+            f"{model.bytes_per_parameter:g} bytes per parameter; load it with dtype='fp8' or use "
+            "compute_precision='bf16'"
+        )
+    if compute_precision == "fp8" and hardware.fp8_peak_flops_per_s is None:
+        raise ValueError(
+            f"compute_precision='fp8' is not available on {hardware.name}: it has no FP8 tensor cores "
+            "(fp8_peak_flops_per_s is None); use compute_precision='bf16' (weight-only int8 keeps it)"
+        )
+    try:
+        return hardware.at_precision(compute_precision)
+    except ValueError as error:
+        raise ValueError(f"compute_precision={compute_precision!r}: {error}") from error
 
 
 def _check_tokens(tokens_in: object, tokens_out: object) -> tuple[int, int]:
@@ -353,6 +436,11 @@ class RooflineServiceTime:
     The efficiencies (fractions of the datasheet peaks that kernels reach, in [1e-6, 1]) default to
     1, the ideal bound; measured curves (``TabulatedServiceTime``) are the way to the real thing.
     ``overhead_s`` is at most ``MAX_COEFFICIENT_S``; ``tensor_parallel`` at most 4096.
+
+    ``compute_precision`` (``COMPUTE_PRECISIONS``) is the precision of the multiplies: ``"fp8"``
+    (W8A8, FP8 weights) makes ``hardware`` its ``at_precision("fp8")`` copy, whose
+    ``peak_flops_per_s`` is the FP8 peak (twice BF16's on H100, H200 and L4); ``"bf16"`` (the
+    default) keeps the BF16 peak, also for weight-only ``"int8"`` weights, which only halve the bytes.
     """
 
     hardware: Hardware
@@ -361,12 +449,15 @@ class RooflineServiceTime:
     compute_efficiency: float = 1.0
     bandwidth_efficiency: float = 1.0
     tensor_parallel: int = 1
+    compute_precision: str = "bf16"
 
     def __post_init__(self) -> None:
         if not isinstance(self.hardware, Hardware):
             raise TypeError(f"hardware must be a Hardware, got {_kind(self.hardware)}")
         if not isinstance(self.model, ModelSpec):
             raise TypeError(f"model must be a ModelSpec, got {_kind(self.model)}")
+        hardware = hardware_for_compute(self.hardware, self.model, self.compute_precision)
+        object.__setattr__(self, "hardware", hardware)
         object.__setattr__(self, "overhead_s", _seconds("overhead_s", self.overhead_s))
         for field in ("compute_efficiency", "bandwidth_efficiency"):
             object.__setattr__(self, field, check_range(field, getattr(self, field), 1e-6, 1.0))

@@ -67,6 +67,7 @@ from .profiles import (
     MAX_COEFFICIENT_S,
     Hardware,
     ModelSpec,
+    hardware_for_compute,
     load_hardware,
     load_model,
 )
@@ -192,6 +193,16 @@ class StepTimeModel:
     communication, the peaks reached. ``tensor_parallel`` lies in [1, 4096] and the GPUs must hold
     the weights.
 
+    ``compute_precision`` is the precision of the multiplies (``profiles.COMPUTE_PRECISIONS``):
+    ``"fp8"`` is W8A8 (the model's weights stored in 1 byte, ``load_model(name, "fp8")``) and makes
+    ``hardware`` its ``at_precision("fp8")`` copy, whose ``peak_flops_per_s`` is the dense FP8 peak
+    (about twice the BF16 one on H100, H200 and L4; refused on an A100, which has no FP8 tensor
+    cores). The engine reads ``hardware.peak_flops_per_s``, so it needs nothing more. ``"bf16"`` (the
+    default) keeps the BF16 peak, also for weight-only ``"int8"`` weights, which halve only the
+    bytes. The efficiencies apply to whichever peak: a profile fitted on FP16 steps, used at FP8,
+    assumes FP8 kernels reach the same fraction of their peak; an assumption to check against
+    measured FP8 steps.
+
     >>> from scaleplay.profiles import load_hardware, load_model
     >>> step = StepTimeModel(load_hardware("H100 SXM"), load_model("Llama-3.1-70B"), tensor_parallel=4,
     ...                      overhead_s=0.005, comm_latency_s_per_layer=2e-5)
@@ -208,12 +219,15 @@ class StepTimeModel:
     comm_latency_s_per_layer: float = 0.0
     comm_s_per_token_layer: float = 0.0
     decode_s_per_token: float = 0.0
+    compute_precision: str = "bf16"
 
     def __post_init__(self) -> None:
         if not isinstance(self.hardware, Hardware):
             raise TypeError(f"hardware must be a Hardware, got {_kind(self.hardware)}")
         if not isinstance(self.model, ModelSpec):
             raise TypeError(f"model must be a ModelSpec, got {_kind(self.model)}")
+        hardware = hardware_for_compute(self.hardware, self.model, self.compute_precision)
+        object.__setattr__(self, "hardware", hardware)
         object.__setattr__(
             self,
             "tensor_parallel",
@@ -755,6 +769,7 @@ def load_step_profile(
     *,
     dtype: str = "fp16",
     kv_dtype: str = "fp16",
+    compute_precision: str = "bf16",
 ) -> StepTimeModel:
     """The ``StepTimeModel`` of ``model`` on ``tensor_parallel`` GPUs with the coefficients fitted for
     ``profile`` (a row of ``data/step_profiles.csv``: ``"a100-80gb"``, ``"h100-80gb"``,
@@ -763,6 +778,8 @@ def load_step_profile(
     ``model`` is a ``ModelSpec`` or a name of ``data/models.csv`` (loaded with ``dtype`` weights and a
     ``kv_dtype`` cache). The coefficients were fitted on llama2-70b at TP 2 and 8; the row says how
     far they land on held-out steps. Outside TP 2 to 8 and those two models they are extrapolations.
+    ``compute_precision="fp8"`` (with ``dtype="fp8"``) runs the multiplies at the FP8 peak with the
+    efficiencies fitted on FP16 steps (``StepTimeModel``: assumed equal, not measured).
 
     >>> step = load_step_profile("h100-80gb", "Llama-2-70B", tensor_parallel=4)
     >>> 0.02 < step.decode_step_time_s(1, 600) < 0.04  # measured: 29.7 ms
@@ -778,4 +795,5 @@ def load_step_profile(
         spec,
         tensor_parallel,
         **{name: float(row[name]) for name in FITTED_COEFFICIENTS},
+        compute_precision=compute_precision,
     )
