@@ -194,10 +194,15 @@ def roofline_option(
     usd_per_gpu_hour: float | None = None,
     purchase: str = "on_demand",
     kv_dtype: str = "bf16",
+    compute_precision: str = "bf16",
     name: str | None = None,
     **roofline: float,
 ) -> ModelOption:
     """A ``ModelOption`` for ``model`` stored as ``dtype`` on ``tensor_parallel`` x ``hardware``.
+
+    ``compute_precision="fp8"`` (with ``dtype="fp8"``) is W8A8: the tensor cores run at their FP8
+    peak; ``dtype="int8"`` or ``"fp8"`` with bf16 compute is weight-only (half the bytes, bf16 FLOP/s).
+    The ``quantization`` label is ``dtype``, with ``"/fp8 compute"`` added for W8A8.
 
     The service time is ``RooflineServiceTime`` (``roofline`` passes ``overhead_s`` and the
     efficiencies); it refuses a model whose weights do not fit (Llama-3.1-70B in bf16 needs
@@ -208,18 +213,20 @@ def roofline_option(
         load_hardware(hardware),
         load_model(model, dtype, kv_dtype=kv_dtype),
         tensor_parallel=tensor_parallel,
+        compute_precision=compute_precision,
         **roofline,
     )
     if usd_per_gpu_hour is None:
         usd_per_gpu_hour = load_prices(hardware).usd_per_gpu_hour(purchase)
     usd_per_gpu_hour = check_positive("usd_per_gpu_hour", usd_per_gpu_hour)
+    quantization = dtype if compute_precision == "bf16" else f"{dtype}/{compute_precision} compute"
     return ModelOption(
-        name=name or f"{model} {dtype} on {tensor_parallel}x {hardware}",
+        name=name or f"{model} {quantization} on {tensor_parallel}x {hardware}",
         service=service,
         usd_per_replica_hour=usd_per_gpu_hour * service.tensor_parallel,
         gpus_per_replica=service.tensor_parallel,
         tier=model,
-        quantization=dtype,
+        quantization=quantization,
         hardware=hardware,
     )
 
