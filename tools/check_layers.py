@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "capacity",
                 "fastpath",
                 "steptime",
+                "prefixcache",
                 "speculative",
             }
         ),

@@ -19,6 +19,14 @@ release: the conversation trace has 19 366 requests over 3 502 s (5.53 req/s, in
 1.09, busiest whole minute 1.52x the mean minute); the code trace 8 819 requests over 3 436 s
 (2.57 req/s, inter-arrival CV 13.2, busiest whole minute 4.18x).
 
+``load_mooncake_trace`` reads the Mooncake (Kimi) conversation trace (JSON lines: ``timestamp`` in
+milliseconds, ``input_length``, ``output_length``, ``hash_ids``; Qin et al., FAST 2025; Apache-2.0).
+Each ``hash_ids`` entry names one ``MOONCAKE_BLOCK_TOKENS`` = 512-token block of the prompt, the last
+one partial; requests whose leading ids agree share those prompt blocks, which a prefix cache can
+reuse (``scaleplay.prefixcache``). The table gains a column ``prefix_blocks`` (a tuple of ids per
+request), which the platform ignores. The package ships the trace's first 2 000 requests
+(``data/traces/``, with its licence and a README saying how the slice was cut).
+
 Bounds, each refused with the file, the column and the first bad row: token counts and priorities
 at most 10**9 and 10**6 (``MAX_TOKENS``, ``MAX_PRIORITY``; they fit an int64), offsets at most
 ``MAX_TRACE_S`` = 1e12 s, ``speedup`` in [1e-6, 1e6]. A CSV file must be UTF-8 text with a header
@@ -28,10 +36,12 @@ row and no row longer than the header.
 from __future__ import annotations
 
 import codecs
+import json
 import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from numbers import Integral
 
 import numpy as np
@@ -52,7 +62,16 @@ from ._validate import (
 from .rng import stream
 from .schema import ARRIVAL_COLUMNS
 
-__all__ = ["TRACE_PRESETS", "MAX_TRACE_S", "load_trace", "interarrival_cv", "arrival_stats"]
+__all__ = [
+    "TRACE_PRESETS",
+    "MAX_TRACE_S",
+    "MOONCAKE_BLOCK_TOKENS",
+    "MOONCAKE_SLICE",
+    "load_trace",
+    "load_mooncake_trace",
+    "interarrival_cv",
+    "arrival_stats",
+]
 
 #: The latest offset a trace may hold, in seconds (about 31 700 years).
 MAX_TRACE_S = 1e12
@@ -426,6 +445,118 @@ def load_trace(
     )
     result.attrs.update({"source": label, "duration_s": duration, "speedup": speedup})
     return result
+
+
+#: Prompt tokens per block of a Mooncake trace's ``hash_ids``.
+MOONCAKE_BLOCK_TOKENS = 512
+#: The shipped slice of the Mooncake conversation trace (its first 2 000 lines), in ``data/traces/``.
+MOONCAKE_SLICE = "mooncake_conversation_2000.jsonl"
+_MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
+
+
+def _read_mooncake(source: str | os.PathLike[str] | None) -> tuple[list[dict], str]:
+    """The JSON objects of a Mooncake trace file, one per non-blank line, and the file's label."""
+    if source is None:
+        path = resources.files("scaleplay").joinpath("data", "traces", MOONCAKE_SLICE)
+        label = f"scaleplay/data/traces/{MOONCAKE_SLICE}"
+        text = path.read_text(encoding="utf-8")
+    else:
+        if not isinstance(source, str | os.PathLike):
+            raise TypeError(f"source must be a path to a JSON-lines file or None, got {_kind(source)}")
+        label = os.fspath(source)
+        if not os.path.isfile(label):
+            raise FileNotFoundError(f"trace file {_show(label)} does not exist or is not a file")
+        try:
+            with open(label, encoding="utf-8") as f:
+                text = f.read()
+        except UnicodeDecodeError:
+            raise ValueError(f"trace file {_show(label)} is not UTF-8 text") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"trace file {_show(label)} line {number} is not JSON: {exc.msg}") from None
+        if not isinstance(row, dict) or any(k not in row for k in _MOONCAKE_FIELDS):
+            raise ValueError(
+                f"trace file {_show(label)} line {number} must be an object with the fields "
+                f"{list(_MOONCAKE_FIELDS)}, got {_show(line[:120])}"
+            )
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"trace file {_show(label)} holds no requests")
+    return rows, label
+
+
+def _hash_ids(value: object, row: int, label: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h >= 0 for h in value
+    ):
+        raise ValueError(
+            f"trace {_show(label)}: hash_ids of row {row} must be a list of non-negative integers, "
+            f"got {_show(value)}"
+        )
+    return tuple(value)
+
+
+def load_mooncake_trace(
+    source: str | os.PathLike[str] | None = None,
+    *,
+    class_name: str = "mooncake",
+    priority: int = 0,
+    sort: bool = False,
+    speedup: float = 1.0,
+    window_s: Sequence[float] | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Read a Mooncake trace (JSON lines) into the arrivals table, plus its prefix blocks.
+
+    ``source``: a ``.jsonl`` path, or ``None`` for the shipped slice (``MOONCAKE_SLICE``: the first
+    2 000 requests of the conversation trace). ``t_s`` is ``timestamp`` / 1000, ``tokens_in`` and
+    ``tokens_out`` are ``input_length`` and ``output_length``; every request is ``class_name`` at
+    ``priority``, with a difficulty drawn from the stream ``"trace.difficulty"`` of ``seed``.
+    ``sort``, ``speedup`` and ``window_s`` act as in ``load_trace``, which checks the columns.
+
+    The extra column ``prefix_blocks`` holds each request's ``hash_ids`` as a tuple: one id per
+    ``MOONCAKE_BLOCK_TOKENS`` (512) prompt tokens, so ``ceil(tokens_in / 512)`` of them (checked).
+    ``frame.attrs`` adds ``block_tokens`` = 512 to ``load_trace``'s.
+    """
+    rows, label = _read_mooncake(source)
+    blocks = [_hash_ids(r["hash_ids"], i, label) for i, r in enumerate(rows)]
+    frame = pd.DataFrame({k: [r[k] for r in rows] for k in _MOONCAKE_FIELDS[:3]})
+    table = load_trace(
+        frame,
+        time_column="timestamp",
+        tokens_in_column="input_length",
+        tokens_out_column="output_length",
+        time_unit="ms",
+        class_name=class_name,
+        priority=priority,
+        sort=sort,
+        speedup=speedup,
+        window_s=window_s,
+        seed=seed,
+    )
+    tokens_in = frame["input_length"].to_numpy(dtype=np.int64)
+    needed = -(-tokens_in // MOONCAKE_BLOCK_TOKENS)
+    counts = np.array([len(b) for b in blocks], dtype=np.int64)
+    if (counts != needed).any():
+        row = _first_bad(counts != needed)
+        raise ValueError(
+            f"trace {_show(label)}: row {row} has {int(counts[row])} hash_ids for {int(tokens_in[row])} "
+            f"input tokens; a {MOONCAKE_BLOCK_TOKENS}-token block each needs {int(needed[row])}"
+        )
+    # The rows load_trace kept, in its order: a stable sort by time, then the window (as it does).
+    t = frame["timestamp"].to_numpy(dtype=float) / 1000.0
+    order = np.argsort(t, kind="stable")
+    if window_s is not None:
+        start, end = (float(x) for x in window_s)
+        order = order[(t[order] >= start) & (t[order] < end)]
+    table["prefix_blocks"] = pd.Series([blocks[i] for i in order], index=table.index, dtype=object)
+    table.attrs.update({"block_tokens": MOONCAKE_BLOCK_TOKENS, "source": label})
+    return table
 
 
 def _arrival_times(arrivals: pd.DataFrame | np.ndarray | Sequence[float]) -> np.ndarray:
