@@ -427,4 +427,5 @@ def test_policies_are_the_documented_ones():
         "power_of_two",
         "least_outstanding_tokens",
         "least_kv_cache",
+        "prefix_affinity",
     )

@@ -35,15 +35,29 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "capacity",
                 "fastpath",
                 "steptime",
-                "prefixcache",
                 "speculative",
             }
         ),
     ),
     ("config", frozenset({"config"})),
     ("engine", frozenset({"sim"})),
-    ("analysis", frozenset({"metrics", "alerting", "cost", "controls", "regions", "simulator", "measured"})),
-    ("plan", frozenset({"planner", "scenario", "__main__", "__init__"})),
+    (
+        "analysis",
+        frozenset(
+            {
+                "metrics",
+                "alerting",
+                "cost",
+                "controls",
+                "regions",
+                "simulator",
+                "measured",
+                "disagg",
+                "prefixcache",
+            }
+        ),
+    ),
+    ("plan", frozenset({"planner", "experiments", "levers", "scenario", "__main__", "__init__"})),
 )
 __doc__ += "\n".join(f"    {name}: {', '.join(sorted(units))}" for name, units in LAYERS) + "\n"
 

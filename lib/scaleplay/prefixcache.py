@@ -25,6 +25,13 @@ only; how many requests run at once, and the KV their decodes hold, is not model
 ``prefill_seconds_saved(step, tokens_in, tokens_saved)``: per request, the prefill time of the whole
 prompt less that of the part left to compute, from ``steptime.StepTimeModel.prefill_time_s``; it is
 the time to first token saved on an otherwise idle replica (a busy one batches prefills together).
+
+``prefix_caching_table(arrivals, step, replicas)`` replays a trace through the engine itself
+(``simulator.simulate``, continuous batching with ``ContinuousBatcherConfig(prefix_caching=True)``,
+``sim.prefix``): there the caches hold only the KV memory the running sequences leave free, and a hit
+shortens a prefill that shares its iterations with decodes and other prompts. One row per routing
+policy, with caching off as the baseline: hit rates, time to first token, time per output token and
+the load imbalance (``PREFIX_CACHING_TABLE_COLUMNS``).
 """
 
 from __future__ import annotations
@@ -32,14 +39,25 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral
 
 import numpy as np
+import pandas as pd
 
-from ._validate import MAX_REPLICAS, MAX_TOKENS, _kind, _show, check_in, check_int
+from ._validate import MAX_REPLICAS, MAX_TOKENS, _kind, _show, check_in, check_int, check_range
+from .simulator import ContinuousBatcherConfig, PlatformConfig, PoolConfig, simulate
+from .steptime import StepTimeModel
 
-__all__ = ["POLICIES", "PrefixCacheResult", "prefix_hit_rates", "prefill_seconds_saved"]
+__all__ = [
+    "ENGINE_POLICIES",
+    "POLICIES",
+    "PREFIX_CACHING_TABLE_COLUMNS",
+    "PrefixCacheResult",
+    "prefix_caching_table",
+    "prefix_hit_rates",
+    "prefill_seconds_saved",
+]
 
 #: The routing policies ``prefix_hit_rates`` knows.
 POLICIES = ("round_robin", "least_loaded", "prefix_affinity")
@@ -213,3 +231,92 @@ def prefill_seconds_saved(step: object, tokens_in: object, tokens_saved: object)
     full = np.asarray(step.prefill_time_s(1, prompt), dtype=float)
     rest = np.asarray(step.prefill_time_s(1, prompt - saved), dtype=float)
     return full - rest
+
+
+#: The engine's balancing policies ``prefix_caching_table`` compares by default (``config.POLICIES``).
+ENGINE_POLICIES = ("round_robin", "least_kv_cache", "prefix_affinity")
+
+#: The columns of ``prefix_caching_table``: one row per policy and caching setting.
+PREFIX_CACHING_TABLE_COLUMNS: dict[str, tuple[str, str]] = {
+    "policy": ("object", "the pool's balancing policy (config.POLICIES)"),
+    "prefix_caching": ("bool", "the replicas cache prompt blocks (False: the baseline)"),
+    "block_hit_rate": (
+        "float64",
+        "prompt blocks found cached over all prompt blocks (hit blocks: ceil(cached_tokens / block "
+        "tokens), exact for blocks of 2 tokens or more)",
+    ),
+    "token_hit_rate": ("float64", "prompt tokens found cached (not prefilled) over all prompt tokens"),
+    "ttft_mean_s": ("float64", "mean time to first token of the completed requests"),
+    "ttft_p99_s": ("float64", "99th percentile of the time to first token"),
+    "tpot_mean_s": ("float64", "mean time per output token after the first"),
+    "imbalance": ("float64", "most requests served by one replica over the mean per replica"),
+    "completed": ("int64", "requests completed"),
+}
+
+
+def prefix_caching_table(
+    arrivals: pd.DataFrame,
+    step: StepTimeModel,
+    replicas: int,
+    policies: Sequence[str] = ENGINE_POLICIES,
+    *,
+    rate_scale: float = 1.0,
+    batcher: ContinuousBatcherConfig | None = None,
+    affinity_slack: float = 0.25,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Replay ``arrivals`` (with ``prefix_blocks``, e.g. ``trace.load_mooncake_trace()``) through
+    ``replicas`` continuous-batching replicas of ``step`` under each of ``policies``, with prefix
+    caching off (the baseline; not for ``"prefix_affinity"``, which needs it) and on.
+
+    ``rate_scale`` (> 0, at most 1000) multiplies the arrival rate (the times are divided by it).
+    ``batcher`` (default ``ContinuousBatcherConfig()``) is the replicas' batcher; its
+    ``prefix_block_tokens`` must be the size the trace's hashes were made with (512 for Mooncake).
+    ``affinity_slack`` is ``PoolConfig.affinity_slack``. No network hop. Returns
+    ``PREFIX_CACHING_TABLE_COLUMNS``, the baselines first, then the policies in the order given.
+    """
+    if not isinstance(arrivals, pd.DataFrame):
+        raise TypeError(f"arrivals must be an arrivals table (a DataFrame), got {_kind(arrivals)}")
+    if "prefix_blocks" not in arrivals.columns:
+        raise ValueError(
+            "arrivals must have a 'prefix_blocks' column (trace.load_mooncake_trace gives one); it has "
+            f"{_show(list(arrivals.columns))}"
+        )
+    if not isinstance(step, StepTimeModel):
+        raise TypeError(f"step must be a StepTimeModel (steptime.load_step_profile), got {_kind(step)}")
+    replicas = check_int("replicas", replicas, minimum=1, maximum=MAX_REPLICAS)
+    if isinstance(policies, str) or not isinstance(policies, Sequence) or not policies:
+        raise ValueError(f"policies must be a non-empty sequence of policy names, got {_show(policies)}")
+    rate_scale = check_range("rate_scale", rate_scale, 0.0, 1000.0, open_low=True)
+    batcher = ContinuousBatcherConfig() if batcher is None else batcher
+    if not isinstance(batcher, ContinuousBatcherConfig):
+        raise TypeError(f"batcher must be a ContinuousBatcherConfig or None, got {_kind(batcher)}")
+    off = replace(batcher, prefix_caching=False)
+    on = replace(batcher, prefix_caching=True)
+    if rate_scale != 1.0:
+        arrivals = arrivals.assign(t_s=arrivals["t_s"].to_numpy(dtype=float) / rate_scale)
+    runs = [(p, off) for p in policies if p != "prefix_affinity"] + [(p, on) for p in policies]
+    block_tokens = on.prefix_block_tokens
+    blocks = int(arrivals["prefix_blocks"].map(len).sum())
+    rows = []
+    for policy, config in runs:
+        pool = PoolConfig(replicas, step, config, policy, affinity_slack=affinity_slack)
+        log = simulate(arrivals, PlatformConfig(pool, network_hop_s=0.0), seed=seed).log
+        cached = log["cached_tokens"].to_numpy() if "cached_tokens" in log else np.zeros(len(log), np.int64)
+        served = log["replica"].to_numpy()
+        per_replica = np.bincount(served[served >= 0], minlength=replicas)
+        ttft = log["ttft_s"].to_numpy()
+        rows.append(
+            {
+                "policy": policy,
+                "prefix_caching": config.prefix_caching,
+                "block_hit_rate": float(-(-cached // block_tokens).sum() / blocks) if blocks else math.nan,
+                "token_hit_rate": float(cached.sum() / log["tokens_in"].sum()),
+                "ttft_mean_s": float(np.nanmean(ttft)),
+                "ttft_p99_s": float(np.nanpercentile(ttft, 99)),
+                "tpot_mean_s": float(np.nanmean(log["tpot_s"].to_numpy())),
+                "imbalance": float(per_replica.max() / per_replica.mean()),
+                "completed": int((log["outcome"] == "completed").sum()),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(PREFIX_CACHING_TABLE_COLUMNS))

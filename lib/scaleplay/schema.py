@@ -22,6 +22,7 @@ __all__ = [
     "CONTROL_TIMELINE_COLUMNS",
     "REGION_LOG_COLUMNS",
     "ENGINE_LOG_COLUMNS",
+    "PREFIX_LOG_COLUMNS",
     "ENGINE_TIMELINE_COLUMNS",
     "ENGINE_POOL_TIMELINE_COLUMNS",
     "ITERATION_COLUMNS",
@@ -43,7 +44,12 @@ ARRIVAL_COLUMNS: dict[str, tuple[str, str]] = {
 # replica uses instead of its service-time curve (the hook that lets the fast path and the simpy
 # model run on the very same arrays). ``origin_region`` (object): with regions
 # (``scaleplay.regions``), the name of the region the request's user is in; drawn from the regions'
-# shares when the column is absent.
+# shares when the column is absent. ``cached_tokens`` (int64, in [0, tokens_in - 1]): prompt tokens
+# whose KV the replica already holds (sent by a prefill pool, ``scaleplay.disagg``), which a continuous
+# batcher does not prefill again; only continuous batchers read it. ``prefix_blocks`` (object: a
+# sequence of integer hashes, one per ``prefix_block_tokens`` prompt tokens, as the Mooncake trace has
+# them): read by a continuous batcher with ``prefix_caching=True``, which skips the prefill of the
+# leading blocks its replica still holds.
 
 #: Every request that arrived ends in exactly one of these.
 OUTCOMES: tuple[str, ...] = ("completed", "rejected", "timed_out", "in_flight")
@@ -114,6 +120,17 @@ ENGINE_LOG_COLUMNS: dict[str, tuple[str, str]] = {
         "(NaN unless completed with tokens_out >= 2; see above)",
     ),
     "preemptions": ("int64", "times the KV cache ran out and it gave its blocks back to recompute later"),
+}
+
+#: Extra RequestLog column, appended right after ``ENGINE_LOG_COLUMNS`` only when a pool has prefix
+#: caching (``ContinuousBatcherConfig(prefix_caching=True)``, ``sim.prefix``).
+PREFIX_LOG_COLUMNS: dict[str, tuple[str, str]] = {
+    "cached_tokens": (
+        "int64",
+        "prompt tokens it found in its replica's prefix cache when last admitted, not prefilled then "
+        "(min(hit blocks x prefix_block_tokens, tokens_in - 1); a preempted request recomputes them; "
+        "0 if never admitted)",
+    ),
 }
 
 #: Extra RequestLog columns, appended last only when the platform has regions (``scaleplay.regions``).

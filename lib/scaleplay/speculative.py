@@ -25,20 +25,32 @@ the pass turns compute-bound, and ``k + 1`` positions cost about ``k + 1`` times
 that are thrown away are then paid in full. ``break_even_batch`` finds the batch from which
 speculation is no faster.
 
+**In the engine** (``SpeculativeStepTime``, a continuous-batching pool's ``service``): mean-field. An
+iteration still makes one token per running sequence, on average: a decode iteration of ``B``
+sequences costs ``time_per_token_s``'s "with" time, ``(k x draft step + verify pass) / tokens(k,
+alpha)``, and a prefill iteration the target's prefill plus the draft's of the same tokens (the draft
+needs their KV too). Each sequence's tokens come evenly, not in bursts of 1 to ``k + 1``, so a request's
+time per output token is right on average and its spread is the batch's, not the acceptance's.
+``sim.speculative_costs`` prices the iterations (its docstring: the mixed iterations of chunked
+prefill).
+
 >>> round(expected_tokens_per_step(4, 0.8), 3)
 3.362
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-from ._validate import _kind, check_int, check_probability, check_range
-from .profiles import MAX_BATCH_SIZE, MAX_TOKENS
+from ._validate import _kind, _show, check_int, check_probability, check_range
+from .profiles import MAX_BATCH_SIZE, MAX_TOKENS, Hardware, ModelSpec
 from .steptime import StepTimeModel
 
 __all__ = [
+    "SpeculativeStepTime",
     "expected_tokens_per_step",
     "time_per_token_s",
     "speculation_table",
@@ -144,3 +156,117 @@ def break_even_batch(
         else:
             high = middle
     return high
+
+
+@dataclass(frozen=True)
+class SpeculativeStepTime:
+    """A continuous-batching replica that decodes speculatively: ``target`` verifies the
+    ``draft_tokens`` guesses of ``draft``, each accepted with probability ``acceptance``.
+
+    Give it as a ``PoolConfig``'s ``service`` with a ``ContinuousBatcherConfig``; the engine prices
+    its iterations mean-field (module docstring, ``sim.speculative_costs``). Both models run on the
+    same GPUs: ``target`` on its ``tensor_parallel`` of them, ``draft`` on the first
+    ``draft.tensor_parallel`` (at most the target's; vLLM's default is the target's own). The draft
+    must be a smaller model on the same hardware; that the two share a tokenizer is the caller's
+    business. ``draft_tokens`` lies in [0, 64] (0: drafting off, the target decodes alone while the
+    draft's weights and KV still take memory) and ``acceptance`` in [0, 1].
+
+    **Memory.** On a GPU that holds a shard of both, the weights take ``target / TP_target + draft /
+    TP_draft`` bytes and each token of context ``target's KV / TP_target + draft's KV / TP_draft``
+    (the draft keeps its own KV of every sequence); ``kv_blocks`` counts the blocks that GPU holds,
+    which every GPU then holds (the cache is sharded evenly). The ``k`` guesses' KV slots a step
+    writes and throws away are not counted.
+
+    ``model``, ``hardware`` and ``tensor_parallel`` are the target's: the model served and the GPUs
+    a replica takes.
+    """
+
+    target: StepTimeModel
+    draft: StepTimeModel
+    draft_tokens: int = 4
+    acceptance: float = 0.8
+
+    def __post_init__(self) -> None:
+        _check_models(self.target, self.draft)
+        k = check_int("draft_tokens", self.draft_tokens, minimum=0, maximum=MAX_DRAFT_TOKENS)
+        object.__setattr__(self, "draft_tokens", k)
+        object.__setattr__(self, "acceptance", check_probability("acceptance", self.acceptance))
+        target, draft = self.target, self.draft
+        if draft.model.parameters >= target.model.parameters:
+            raise ValueError(
+                f"draft must be a smaller model than the target: draft {draft.model.name} has "
+                f"{draft.model.parameters:.3g} parameters, target {target.model.name} "
+                f"{target.model.parameters:.3g}"
+            )
+        if draft.hardware.name != target.hardware.name:
+            raise ValueError(
+                f"draft must run on the target's GPUs ({target.hardware.name}), got draft.hardware="
+                f"{draft.hardware.name!r}"
+            )
+        if draft.tensor_parallel > target.tensor_parallel:
+            raise ValueError(
+                f"draft.tensor_parallel must be at most the target's ({target.tensor_parallel}): the "
+                f"draft runs on the target's GPUs; got {_show(draft.tensor_parallel)}"
+            )
+        if self.weight_bytes_per_gpu >= target.hardware.memory_bytes:
+            raise ValueError(
+                f"the weights do not fit: {target.model.name} on {target.tensor_parallel} and "
+                f"{draft.model.name} on {draft.tensor_parallel} x {target.hardware.name} take "
+                f"{self.weight_bytes_per_gpu / 1e9:.1f} GB of a GPU's "
+                f"{target.hardware.memory_bytes / 1e9:.1f} GB; raise the tensor_parallel of either"
+            )
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Tokens a sequence gains per verification step, ``expected_tokens_per_step(k, alpha)``."""
+        return expected_tokens_per_step(self.draft_tokens, self.acceptance)
+
+    @property
+    def model(self) -> ModelSpec:
+        """The target's model: the one served."""
+        return self.target.model
+
+    @property
+    def hardware(self) -> Hardware:
+        """The GPUs' hardware."""
+        return self.target.hardware
+
+    @property
+    def tensor_parallel(self) -> int:
+        """GPUs a replica takes: the target's."""
+        return self.target.tensor_parallel
+
+    @property
+    def weight_bytes_per_gpu(self) -> float:
+        """Weight bytes on a GPU holding a shard of both models."""
+        target, draft = self.target, self.draft
+        return (
+            target.model.weight_bytes / target.tensor_parallel
+            + draft.model.weight_bytes / draft.tensor_parallel
+        )
+
+    @property
+    def kv_bytes_per_token_per_gpu(self) -> float:
+        """KV bytes one token of context takes on a GPU holding a shard of both models."""
+        target, draft = self.target, self.draft
+        return (
+            target.model.kv_bytes_per_token / target.tensor_parallel
+            + draft.model.kv_bytes_per_token / draft.tensor_parallel
+        )
+
+    def kv_blocks(self, gpu_memory_utilization: float, block_tokens: int) -> int:
+        """Blocks of ``block_tokens`` tokens of KV cache when each GPU may use ``gpu_memory_utilization``
+        of its memory (``config.ContinuousBatcherConfig.kv_blocks`` for this service)."""
+        share = check_range("gpu_memory_utilization", gpu_memory_utilization, 1e-6, 1.0)
+        block = check_int("block_tokens", block_tokens, minimum=1, maximum=1 << 20)
+        usable = self.hardware.memory_bytes * share
+        free_bytes = usable - self.weight_bytes_per_gpu
+        blocks = int(free_bytes // (self.kv_bytes_per_token_per_gpu * block)) if free_bytes > 0 else 0
+        if blocks < 1:
+            raise ValueError(
+                f"gpu_memory_utilization={_show(gpu_memory_utilization)} of a {self.hardware.name} "
+                f"({usable / 1e9:.1f} GB) leaves no room for the KV cache after "
+                f"{self.weight_bytes_per_gpu / 1e9:.1f} GB of {self.target.model.name} and "
+                f"{self.draft.model.name} weights; raise gpu_memory_utilization or tensor_parallel"
+            )
+        return blocks

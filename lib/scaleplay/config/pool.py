@@ -15,6 +15,7 @@ from .._validate import (
     check_seconds,
 )
 from ..profiles import MAX_BATCH_SIZE, ServiceTime
+from ..speculative import SpeculativeStepTime
 from ..steptime import ExponentialStepTime, StepTimeModel
 from ._fields import _set
 from .autoscaler import AutoscalerConfig
@@ -40,11 +41,15 @@ POLICIES: tuple[str, ...] = (
     "power_of_two",
     "least_outstanding_tokens",
     "least_kv_cache",
+    "prefix_affinity",
 )
 
 #: Policies that read a replica's KV cache, so only a continuous-batching pool (``ContinuousBatcherConfig``)
-#: may have them.
-CONTINUOUS_POLICIES: tuple[str, ...] = ("least_kv_cache",)
+#: may have them (``"prefix_affinity"`` also needs its ``prefix_caching``).
+CONTINUOUS_POLICIES: tuple[str, ...] = ("least_kv_cache", "prefix_affinity")
+
+#: The most ``PoolConfig.affinity_slack`` may be: beyond it the load cap no longer binds.
+MAX_AFFINITY_SLACK = 100.0
 
 #: What a continuous batcher's iteration serves first (``ContinuousBatcherConfig.schedule``).
 SCHEDULES: tuple[str, ...] = ("decode_first", "prefill_first")
@@ -93,6 +98,11 @@ class ContinuousBatcherConfig:
       so far in one iteration, so a request whose prompt and answer exceed ``max_batched_tokens``
       could be stuck and is rejected as ``"too_long"`` (vLLM V0 asks ``max_num_batched_tokens >=
       max_model_len`` for the same reason).
+
+    ``prefix_caching`` (vLLM's automatic prefix caching, ``sim.prefix``): each replica keeps the prompt
+    blocks it has computed, ``prefix_block_tokens`` tokens each, named by the arrivals' ``prefix_blocks``
+    hashes (``trace.load_mooncake_trace`` gives them, 512 tokens a block); a new request skips the
+    prefill of the leading blocks the replica still holds. Off, nothing changes.
     """
 
     max_num_seqs: int = 256
@@ -100,6 +110,8 @@ class ContinuousBatcherConfig:
     block_tokens: int = 16
     gpu_memory_utilization: float = 0.9
     schedule: str = "decode_first"
+    prefix_caching: bool = False
+    prefix_block_tokens: int = 512
 
     def __post_init__(self) -> None:
         _set(
@@ -124,15 +136,26 @@ class ContinuousBatcherConfig:
             check_range("gpu_memory_utilization", self.gpu_memory_utilization, 1e-6, 1.0),
         )
         check_in("schedule", self.schedule, SCHEDULES)
+        if not isinstance(self.prefix_caching, bool):
+            raise TypeError(f"prefix_caching must be True or False, got {_kind(self.prefix_caching)}")
+        _set(
+            self,
+            "prefix_block_tokens",
+            check_int("prefix_block_tokens", self.prefix_block_tokens, minimum=1, maximum=MAX_TOKENS),
+        )
 
-    def kv_blocks(self, step: StepTimeModel | ExponentialStepTime) -> int:
+    def kv_blocks(self, step: StepTimeModel | SpeculativeStepTime | ExponentialStepTime) -> int:
         """Blocks of KV cache on ``step``'s GPUs: the memory this batcher may use, less the weights (an
-        ``ExponentialStepTime`` states its capacity)."""
+        ``ExponentialStepTime`` states its capacity; a ``SpeculativeStepTime`` holds the draft's weights
+        and KV too)."""
         if isinstance(step, ExponentialStepTime):
             return max(step.kv_capacity_tokens // self.block_tokens, 1)
+        if isinstance(step, SpeculativeStepTime):
+            return step.kv_blocks(self.gpu_memory_utilization, self.block_tokens)
         if not isinstance(step, StepTimeModel):
             raise TypeError(
-                "service must be a StepTimeModel (or an ExponentialStepTime) with a continuous batcher, "
+                "service must be a StepTimeModel (or a SpeculativeStepTime or an ExponentialStepTime) with a "
+                "continuous batcher, "
                 f"got {_kind(step)}"
             )
         free_bytes = step.memory_bytes * self.gpu_memory_utilization - step.model.weight_bytes
@@ -155,14 +178,17 @@ class PoolConfig:
     """``replicas`` identical model servers with one service-time curve, a batcher and a policy.
 
     With an ``autoscaler``, ``replicas`` is the count at the start, within its bounds.
+    ``affinity_slack`` (in ``[0, 100]``): how much busier than the least loaded replica
+    ``policy="prefix_affinity"`` may pick one for its cached prefix (``sim.pool.PrefixAffinityPool``).
     """
 
     replicas: int
-    service: ServiceTime | StepTimeModel | ExponentialStepTime
+    service: ServiceTime | StepTimeModel | SpeculativeStepTime | ExponentialStepTime
     batcher: BatcherConfig | ContinuousBatcherConfig = field(default_factory=BatcherConfig)
     policy: str = "shared_queue"
     name: str = "main"
     autoscaler: AutoscalerConfig | None = None
+    affinity_slack: float = 0.25
 
     def __post_init__(self) -> None:
         _set(self, "replicas", check_int("replicas", self.replicas, minimum=1, maximum=MAX_REPLICAS))
@@ -180,6 +206,16 @@ class PoolConfig:
                 f"policy={self.policy!r} balances on the KV cache, which only a continuous batcher has; "
                 f"got batcher={_kind(self.batcher)}: use a ContinuousBatcherConfig or another policy"
             )
+        if self.policy == "prefix_affinity" and not self.batcher.prefix_caching:
+            raise ValueError(
+                "policy='prefix_affinity' routes on the prefix blocks each replica has cached, which needs "
+                "ContinuousBatcherConfig(prefix_caching=True); got batcher.prefix_caching=False"
+            )
+        _set(
+            self,
+            "affinity_slack",
+            check_range("affinity_slack", self.affinity_slack, 0.0, MAX_AFFINITY_SLACK),
+        )
         if not isinstance(self.name, str) or not self.name or self.name in RESERVED_NAMES:
             raise ValueError(
                 f"name must be a non-empty string other than {', '.join(map(repr, RESERVED_NAMES))}; "

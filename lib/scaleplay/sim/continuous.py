@@ -40,8 +40,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import ContinuousBatcherConfig
+from ..speculative import SpeculativeStepTime
 from ..steptime import ExponentialStepTime, StepTimeModel
+from .prefix import prefix_cache
 from .requests import IN_MODEL, REJECTED, TOO_LONG, filled
+from .runs import DecodeRuns
+from .speculative_costs import SpeculativeCosts
 
 if TYPE_CHECKING:
     from .pool import Pool, Replica
@@ -50,7 +54,7 @@ if TYPE_CHECKING:
 WATERMARK = 0.01
 
 
-class StepCosts:
+class StepCosts(DecodeRuns):
     """A ``StepTimeModel``'s terms folded into a few numbers for the hot path (the config checked them):
     ``iteration_s(prefill, decode, context)`` equals ``StepTimeModel.step_time_s`` to rounding."""
 
@@ -102,27 +106,24 @@ class StepCosts:
         fixed = self.fixed_s + (self.per_token_s + self.per_decode_s) * batch
         return steps * fixed + switch * compute + memory
 
-    def steps_within(self, batch: int, context: float, steps: int, seconds: float) -> int:
-        """How many of a run's ``steps`` iterations end within ``seconds`` of its start."""
-        low, high = 0, steps  # decode_run_s(low) <= seconds; find the largest such low
-        if self.decode_run_s(batch, context, steps) <= seconds:
-            return steps
-        while high - low > 1:
-            middle = (low + high) // 2
-            if self.decode_run_s(batch, context, middle) <= seconds:
-                low = middle
-            else:
-                high = middle
-        return low
 
 
-def alone_s(service: StepTimeModel | ExponentialStepTime, tokens_in: int, tokens_out: int) -> float:
+def alone_s(
+    service: StepTimeModel | SpeculativeStepTime | ExponentialStepTime, tokens_in: int, tokens_out: int
+) -> float:
     """Seconds a request takes alone on an idle replica: its prefill, then its other tokens one decode
     iteration each (the mean, for ``ExponentialStepTime``)."""
     if isinstance(service, ExponentialStepTime):
         return service.mean_s * max(tokens_out, 1)
-    costs = StepCosts(service)
+    costs = costs_for(service)
     return costs.iteration_s(tokens_in, 0, tokens_in) + costs.decode_run_s(1, tokens_in + 1, tokens_out - 1)
+
+
+def costs_for(service: StepTimeModel | SpeculativeStepTime) -> StepCosts | SpeculativeCosts:
+    """The iteration costs of a step-time service (with a draft model: ``sim.speculative_costs``)."""
+    if isinstance(service, SpeculativeStepTime):
+        return SpeculativeCosts(service, StepCosts(service.draft), StepCosts(service.target))
+    return StepCosts(service)
 
 
 class IterationRecord:
@@ -178,7 +179,7 @@ class ContinuousBatcher:
                     pool, replica, RandomCosts(service.mean_s, replica.rng)
                 )
             else:
-                replica.scheduler = Scheduler(pool, replica, StepCosts(service))
+                replica.scheduler = Scheduler(pool, replica, costs_for(service))
             replica.scheduler.plan()
 
 
@@ -240,6 +241,8 @@ class Scheduler:
         self.state = IDLE
         self.version = 0  # the current plan's number: a superseded end is ignored
         self.started_s = 0.0
+        self.cached = self.requests.cached  # prompt tokens already in the KV cache, or None
+        self.prefix = prefix_cache(self)  # the prompt blocks kept for reuse (a null object when off)
         # Sequences: admitted, prefill not done ([request, prompt tokens left, prompt tokens]).
         self.prefilling: deque[list[int]] = deque()
         self.prefill_blocks = 0
@@ -276,6 +279,10 @@ class Scheduler:
         if (self.offsets + batch * self.step) / self.block_tokens + batch <= free:
             return True
         return self.decode_blocks(self.step) <= free
+
+    def cached_tokens(self, i: int) -> int:
+        """Prompt tokens of request ``i`` whose KV this replica already holds: not prefilled again."""
+        return self.prefix.lookup(i) if self.cached is None else self.cached[i]
 
     def kv_tokens(self) -> int:
         """Tokens the cache holds now (block rounding aside): what the decoding sequences have written
@@ -360,15 +367,17 @@ class Scheduler:
             if not recompute and tokens_in[i] + max(tokens_out[i], 1) > self.max_sequence_tokens:
                 self.reject(i)
                 continue
+            # A recompute starts over; a new request skips the prompt tokens whose KV is already here.
+            compute = prompt if recompute else prompt - self.cached_tokens(i)
             need = self.blocks(prompt)
-            if (self.prefill_first and prompt > budget) or not self.room_for(need):
+            if (self.prefill_first and compute > budget) or not self.room_for(need):
                 if recompute:
                     self.preempted.appendleft(i)
                 else:
                     self.line.put_back(i, requests.rank[i])
                 break
-            chunk = min(prompt, budget)
-            entry = [i, prompt, prompt]
+            chunk = min(compute, budget)
+            entry = [i, compute, prompt]
             self.prefilling.append(entry)
             self.prefill_blocks += need
             self.chunks.append((entry, chunk))
@@ -376,6 +385,7 @@ class Scheduler:
             scheduled += chunk
             if not recompute:
                 self.start(i)
+                self.prefix.admitted(i)
         return scheduled
 
     def start(self, i: int) -> None:
@@ -530,6 +540,7 @@ class Scheduler:
             else:
                 self.prefilling.remove(entry)
             self.prefill_blocks -= self.blocks(prompt)
+            self.prefix.prefilled(i)
             if math.isnan(requests.first_token[i]):
                 requests.first_token[i] = now
             made = requests.generated[i] + 1

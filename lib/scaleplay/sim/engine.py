@@ -158,6 +158,11 @@ class Platform:
                     f"engine prefills at least one prompt token to make the first); row {row} holds "
                     f"{tokens_in[row]}"
                 )
+        if self.requests.cached is not None and not any(pool.config.continuous for pool in self.pools):
+            raise ValueError(
+                "arrivals['cached_tokens'] is read only by a continuous batcher (a static batch does not "
+                "prefill token by token); drop the column or use a ContinuousBatcherConfig"
+            )
         # A plain platform of one continuous pool runs in the compiled loop (``fastloop``), not simpy.
         self.fast = fastloop.eligible(self)
         for pool in self.pools:

@@ -82,14 +82,14 @@ DONE, STOPPED, NEED_ROOM, STUCK = range(4)
 
 State = namedtuple("State", "ri rf slots g hv ev_t clock fin")
 Columns = namedtuple(
-    "Columns", "t tokens_in tokens_out batch_of state reason first_token generated preemptions"
+    "Columns", "t tokens_in tokens_out batch_of state reason first_token generated preemptions cached"
 )
 Records = namedtuple("Records", "batch_f batch_i iter_f iter_i pre_t pre_pool")
 
 
 def eligible(platform: Run) -> bool:
     """The loop can play this platform: plain, one continuous pool of ``StepTimeModel`` replicas on one
-    shared line, no autoscaler or fault, numba installed, and not turned off."""
+    shared line, without prefix caching, no autoscaler or fault, numba installed, and not turned off."""
     if not enabled or os.environ.get(DISABLE_ENV, "") not in ("", "0"):
         return False
     if not platform.plain or platform.faulty or len(platform.pools) != 1 or len(platform.lines) != 1:
@@ -98,6 +98,7 @@ def eligible(platform: Run) -> bool:
     config = pool.config
     return (
         config.continuous
+        and not config.batcher.prefix_caching  # the loop has no prefix cache (``sim.prefix``)
         and isinstance(config.service, StepTimeModel)
         and config.autoscaler is None
         and pool.size == config.replicas
@@ -353,8 +354,9 @@ def admit(s, q, rec, par, r, budget, now):  # noqa: ANN001, ANN201
             q.state[i] = REJECTED
             q.reason[i] = TOO_LONG
             continue
+        compute = prompt if recompute else prompt - q.cached[i]
         need = -(-prompt // block_tokens)
-        if (par[PREFILL_FIRST] and prompt > budget) or not room_for(s, par, r, need):
+        if (par[PREFILL_FIRST] and compute > budget) or not room_for(s, par, r, need):
             if recompute:
                 ri[r, PE_START] = (ri[r, PE_START] - 1) % max_seqs
                 slots[PE_BUF, r, ri[r, PE_START]] = i
@@ -362,10 +364,10 @@ def admit(s, q, rec, par, r, budget, now):  # noqa: ANN001, ANN201
             else:
                 g[HEAD] -= 1
             break
-        chunk = min(prompt, budget)
+        chunk = min(compute, budget)
         k = ri[r, PF_N]
         slots[PF_REQ, r, k] = i
-        slots[PF_LEFT, r, k] = prompt
+        slots[PF_LEFT, r, k] = compute
         slots[PF_PROMPT, r, k] = prompt
         slots[CH_AMT, r, k] = chunk
         ri[r, PF_N] = k + 1
@@ -717,6 +719,7 @@ def _setup(platform: Run) -> tuple[State, Columns, Records, np.ndarray, np.ndarr
         _column(requests.state, np.int8), _column(requests.reason, np.int8),
         _column(requests.first_token, np.float64), _column(requests.generated, np.int64),
         _column(requests.preemptions, np.int32),
+        np.zeros(n, dtype=np.int64) if requests.cached is None else _column(requests.cached, np.int64),
     )  # fmt: skip
     rows = 3 * n + 16  # a run of iterations or two per request, usually: grown when full
     records = Records(

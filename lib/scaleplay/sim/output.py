@@ -11,7 +11,7 @@ go to the interval of the event: ``rejected`` at arrival, ``completed`` at ``res
 ``timed_out`` at the deadline ``arrived_s + timeout_s``. With a continuous-batching pool the Timeline
 adds ``ENGINE_TIMELINE_COLUMNS``, computed from the record of iterations; a request a continuous
 replica rejects as ``"too_long"`` is counted out of the line at once (when the replica took it is not
-recorded).
+recorded). With prefix caching the RequestLog adds ``PREFIX_LOG_COLUMNS`` after the engine's.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from ..schema import (
     ITERATION_COLUMNS,
     OUTCOMES,
     PREEMPTION_COLUMNS,
+    PREFIX_LOG_COLUMNS,
     REGION_LOG_COLUMNS,
     REJECT_REASONS,
     REQUEST_LOG_COLUMNS,
@@ -487,12 +488,15 @@ def engine_log(model: Run, log: dict[str, np.ndarray], completed: np.ndarray) ->
     later_tokens = log["tokens_out"] - 1
     with np.errstate(divide="ignore", invalid="ignore"):
         tpot = np.where(own & (later_tokens >= 1), (model_end - first_token) / later_tokens, np.nan)
-    return {
+    columns = {
         "first_token_s": first_token,
         "ttft_s": ttft,
         "tpot_s": tpot,
         "preemptions": as_numpy(requests.preemptions, np.int32).astype(np.int64),
     }
+    if hasattr(requests, "cached_hit"):  # a pool caches prefixes (``sim.prefix``)
+        columns["cached_tokens"] = as_numpy(requests.cached_hit, np.int64).copy()
+    return columns
 
 
 def log_table(log: dict[str, np.ndarray], narrow: bool) -> pd.DataFrame:
@@ -504,6 +508,7 @@ def log_table(log: dict[str, np.ndarray], narrow: bool) -> pd.DataFrame:
         names = list(REQUEST_LOG_COLUMNS)
         names += list(CONTROL_LOG_COLUMNS) if "model" in log else []
         names += list(ENGINE_LOG_COLUMNS) if "ttft_s" in log else []
+        names += list(PREFIX_LOG_COLUMNS) if "cached_tokens" in log else []
         names += list(REGION_LOG_COLUMNS) if "region" in log else []
     return pd.DataFrame({name: log[name] for name in names}, copy=False)
 

@@ -3,10 +3,12 @@
 ``Pool`` keeps one line for every replica (``"shared_queue"``: the M/M/c system). Its subclasses give
 each replica its own line and differ only in how they choose one (``choose``), as simpy's
 ``PriorityResource`` differs from ``Resource`` only in its queue: ``RoundRobinPool``,
-``ShortestQueuePool`` (fewest waiting plus in service, lowest index on ties) and ``PowerOfTwoPool``
-(the shorter of two distinct replicas drawn from the pool's ``balancer`` stream). They choose among the
-replicas that serve (or, when none does, those starting; else any), and when a replica stops serving
-its waiting requests are dealt again to the others.
+``ShortestQueuePool`` (fewest waiting plus in service, lowest index on ties), ``PowerOfTwoPool``
+(the shorter of two distinct replicas drawn from the pool's ``balancer`` stream),
+``LeastOutstandingTokensPool``, and with continuous batching ``LeastKVCachePool`` and
+``PrefixAffinityPool`` (the longest cached prefix, under a load cap). They choose among the replicas
+that serve (or, when none does, those starting; else any), and when a replica stops serving its
+waiting requests are dealt again to the others.
 
 A line serves lower ``priority`` numbers first, first come first served within a class. The pool
 owns its replicas' states; what happens around it is reached through the pool's hooks: ``admission``
@@ -479,6 +481,39 @@ class LeastKVCachePool(ShortestQueuePool):
         return loads
 
 
+class PrefixAffinityPool(ShortestQueuePool):
+    """Prefix affinity under a load cap (``"prefix_affinity"``; prefix caching only, ``sim.prefix``):
+    among the replicas whose load (waiting plus in service, as ``ShortestQueuePool`` counts it) is at
+    most ``(1 + affinity_slack) x`` the least load ``+ 1``, the one whose prefix cache holds the longest
+    run of the request's leading blocks; ties go to the less loaded, then the lowest index. Without a
+    hit anywhere it is ``ShortestQueuePool``. The ``+ 1`` lets an idle pool (least load 0) still follow
+    a prefix to a replica running one request. O(candidates x hit blocks) per request."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.slack = self.config.affinity_slack
+        self.joining = -1
+
+    def join(self, i: int, now: float, front: bool = False) -> None:
+        self.joining = i
+        super().join(i, now, front)
+
+    def choose(self) -> Line:
+        choices = self.candidates()
+        loads = self.loads(choices)
+        cap = (1.0 + self.slack) * min(loads) + 1.0
+        replicas, i = self.replicas, self.joining
+        best, chosen = (-1, 0, 0), choices[0]
+        for r, load in zip(choices, loads, strict=True):
+            if load > cap:
+                continue
+            key = (replicas[r].scheduler.prefix.hit_blocks(i), -load, -r)
+            if key > best:
+                best, chosen = key, r
+        self.chosen = chosen
+        return self.lines[chosen]
+
+
 class PowerOfTwoPool(DispatchPool):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -517,6 +552,7 @@ def pool_class(config: PoolConfig) -> type[Pool]:
         "power_of_two": PowerOfTwoPool,
         "least_outstanding_tokens": LeastOutstandingTokensPool,
         "least_kv_cache": LeastKVCachePool,
+        "prefix_affinity": PrefixAffinityPool,
     }[config.policy]
 
 

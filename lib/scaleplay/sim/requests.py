@@ -74,6 +74,10 @@ class Requests:
         self.exempt = filled(np.int8, 0, n)
         service_s = columns.get("service_s")
         self.service_s = None if service_s is None else floats(service_s)
+        cached = columns.get("cached_tokens")
+        self.cached = None if cached is None else ints(cached)
+        # Each request's prompt block hashes (a list of tuples), read only by prefix caching (``prefix``).
+        self.prefix = columns.get("prefix_blocks")
 
 
 def _check_class_names(names: pd.Series) -> None:
@@ -88,11 +92,58 @@ def _check_class_names(names: pd.Series) -> None:
         )
 
 
+def _cached_tokens(values: np.ndarray, tokens_in: np.ndarray) -> np.ndarray:
+    """The optional ``cached_tokens`` column: prompt tokens whose KV is already on the replica (a KV
+    transfer from a prefill pool), in ``[0, tokens_in - 1]``: at least one prompt token is computed, to
+    make the next token."""
+    if not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(f"arrivals['cached_tokens'] must hold integers, got dtype {values.dtype}")
+    values = values.astype(np.int64, copy=False)
+    bad = (values < 0) | (values > np.maximum(tokens_in - 1, 0))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise ValueError(
+            f"arrivals['cached_tokens'] must lie in [0, tokens_in - 1] (at least one prompt token is "
+            f"computed); row {row} holds {values[row]} with tokens_in={tokens_in[row]}"
+        )
+    return values
+
+
+def _prefix_blocks(values: np.ndarray) -> list[tuple]:
+    """The optional ``prefix_blocks`` column: each request's prompt block hashes, in prompt order (the
+    i-th names prompt tokens ``[i P, (i + 1) P)``, ``P = ContinuousBatcherConfig.prefix_block_tokens``),
+    as a tuple of integers (a list, tuple or 1-d integer array each; empty for no shared prefix). How
+    many blocks a prompt may have depends on ``P``: the prefix cache checks it (``sim.prefix``)."""
+    rows: list[tuple] = []
+    for row, blocks in enumerate(values.tolist()):
+        if isinstance(blocks, np.ndarray) and blocks.ndim == 1:
+            blocks = blocks.tolist()
+        if not isinstance(blocks, tuple | list):
+            raise TypeError(
+                f"arrivals['prefix_blocks'] must hold a sequence of integer block hashes per request; "
+                f"row {row} holds {_show(blocks)}"
+            )
+        rows.append(tuple(blocks))
+    # every hash an integer (bools refused), checked by type over the flattened column, not one by one
+    kinds = set(map(type, (h for blocks in rows for h in blocks)))
+    if not all(issubclass(k, int | np.integer) and not issubclass(k, bool | np.bool_) for k in kinds):
+        for row, blocks in enumerate(rows):
+            for h in blocks:
+                if isinstance(h, bool | np.bool_) or not isinstance(h, int | np.integer):
+                    raise TypeError(
+                        f"arrivals['prefix_blocks'] must hold integer block hashes; row {row} holds "
+                        f"{_show(h)} ({type(h).__name__})"
+                    )
+    return rows
+
+
 def arrival_columns(arrivals: pd.DataFrame) -> dict[str, np.ndarray]:
     """Check the arrivals table and return its columns as numpy arrays.
 
     Bounds: times within ``[0, MAX_SECONDS]``, token counts within ``[0, MAX_TOKENS]``, priorities within
-    ``[0, MAX_PRIORITY]``, difficulties within [0, 1], class names non-empty strings.
+    ``[0, MAX_PRIORITY]``, difficulties within [0, 1], class names non-empty strings, the optional
+    ``cached_tokens`` within ``[0, tokens_in - 1]``, and the optional ``prefix_blocks`` sequences of
+    integer hashes (``_prefix_blocks``; returned as a list of tuples).
     """
     check_columns(arrivals, ARRIVAL_COLUMNS, "arrivals")
     out: dict[str, np.ndarray] = {}
@@ -115,6 +166,10 @@ def arrival_columns(arrivals: pd.DataFrame) -> dict[str, np.ndarray]:
             raise ValueError(
                 f"arrivals['request_id'] must be unique; it holds repeats (e.g. {ordered[1:][repeats][0]})"
             )
+    if "cached_tokens" in arrivals.columns:
+        out["cached_tokens"] = _cached_tokens(arrivals["cached_tokens"].to_numpy(), out["tokens_in"])
+    if "prefix_blocks" in arrivals.columns:
+        out["prefix_blocks"] = _prefix_blocks(arrivals["prefix_blocks"].to_numpy())
     float_names = ["t_s"] + (["service_s"] if "service_s" in arrivals.columns else [])
     for name in float_names:
         values = arrivals[name].to_numpy()
