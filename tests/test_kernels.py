@@ -471,28 +471,6 @@ def test_a_curve_has_the_documented_columns(kernel: str, config: StepConfig) -> 
     assert (doubled["peak_source"] == "twice as fast").all()
 
 
-def test_batching_multiplies_tokens_per_second_on_this_cpu() -> None:
-    # The book's claim, measured: one step of a 1024 -> 4096 fp32 layer through the vendor GEMM, its
-    # weights streamed from memory (copies past the last-level cache). Batch 1 reads 16 MiB to make
-    # one token; batch 64 reads the same 16 MiB to make 64. Best of 24 calls each, spread over four
-    # interleaved passes so that a burst of load from other processes hits both batch sizes alike.
-    frame = measure_curve(
-        "gemm",
-        [1, 64],
-        StepConfig(),
-        repeats=6,
-        warmup=2,
-        passes=4,
-        stream_bytes=256 << 20,
-        peaks=PEAKS,
-        where=CPU,
-    )
-    tokens = frame.set_index("batch_size")["tokens_per_s"]
-    assert tokens[64] >= 5 * tokens[1], (
-        f"batch 64 gives {tokens[64] / tokens[1]:.1f}x the tokens/s of batch 1"
-    )
-
-
 # ---- the shipped measurement ---------------------------------------------------------------------
 
 

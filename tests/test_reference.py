@@ -1,0 +1,107 @@
+"""The reference product and its phase ladder: gates where the largest fleet stops meeting the SLO,
+cards sized with the fewest replicas, cells for the last phase."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from scaleplay.experiments import slo_attainment
+from scaleplay.reference import (
+    LADDER_COLUMNS,
+    REFERENCE,
+    Phase,
+    Product,
+    gate_users,
+    phase_card,
+    phase_ladder,
+)
+from scaleplay.simulator import simulate
+from scaleplay.workload import TokenDistribution
+
+#: A small product that sizes in seconds: the 8B model on one H100 a replica, short requests.
+SMALL = Product(
+    name="small",
+    model="Llama-3.1-8B",
+    tensor_parallel=1,
+    tokens_in=TokenDistribution(400, 0.5, maximum=2000),
+    tokens_out=TokenDistribution(100, 0.5, maximum=400),
+    ttft_slo_s=0.5,
+    tpot_slo_s=0.04,
+    phases=(
+        Phase("one", 20_000, "one replica", "BF16", 1),
+        Phase("pool", 100_000, "a pool of four", "FP8", 4),
+        Phase("cells", 400_000, "cells of the pool", "FP8", None),
+    ),
+)
+WINDOW_S = 120.0
+
+
+def test_the_reference_product_is_the_books():
+    assert REFERENCE.model == "Llama-3.1-70B" and REFERENCE.tensor_parallel == 4
+    assert [p.max_users for p in REFERENCE.phases] == [10_000, 100_000, 500_000, 10_000_000]
+    # 10 requests a user a day, the busiest hour 1.5x the mean
+    assert REFERENCE.peak_rate_per_s(86_400) == pytest.approx(10 * 1.5)
+
+
+def test_the_gate_is_where_the_largest_fleet_stops_meeting_the_slo():
+    phase = SMALL.phases[0]
+    gate = gate_users(SMALL, phase, window_s=WINDOW_S, seed=3)
+
+    def share(users: float) -> float:
+        arrivals = SMALL.peak_arrivals(users, WINDOW_S, 3)
+        log = simulate(arrivals, SMALL.platform(phase, 1), seed=3).log
+        return slo_attainment(log, SMALL.ttft_slo_s, SMALL.tpot_slo_s)
+
+    assert share(gate) >= SMALL.slo_target
+    assert share(gate * 1.03) < SMALL.slo_target or share(gate * 1.1) < SMALL.slo_target
+
+
+def test_the_ladder_cards():
+    ladder = phase_ladder(SMALL, window_s=WINDOW_S, seed=3)
+    assert list(ladder.columns) == list(LADDER_COLUMNS)
+    one, pool, cells = (ladder.iloc[k] for k in range(3))
+    # a card sits at the phase's top or at its gate, whichever comes first, and meets the SLO there
+    for row, phase in zip((one, pool), SMALL.phases[:2], strict=True):
+        assert row.users == min(phase.max_users, row.gate_users)
+        assert row.replicas <= phase.max_replicas and row.attainment >= SMALL.slo_target
+    assert math.isnan(cells.gate_users)
+    # the last phase is whole cells of the previous phase's largest fleet
+    n_cells = math.ceil(SMALL.phases[2].max_users / pool.gate_users)
+    assert cells.replicas % n_cells == 0 and cells.replicas / n_cells <= 4
+    for row in (one, pool, cells):
+        assert row.gpus == row.replicas * SMALL.tensor_parallel
+        assert row.usd_per_user_month == pytest.approx(row.gpus * 6.88 * 730 / row.users)
+        assert row.usd_per_1k_requests == pytest.approx(1000 * row.gpus * 6.88 / (row.peak_rate_per_s * 3600))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"ttft_slo_s": 0}, "ttft_slo_s"),
+        ({"slo_target": 1.5}, "slo_target"),
+        ({"phases": (Phase("b", 10, "x"), Phase("a", 5, "y"))}, "phases must grow"),
+    ],
+)
+def test_bad_products_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Product(**kwargs)
+
+
+def test_bad_phases_are_refused():
+    with pytest.raises(ValueError, match="format"):
+        Phase("p", 10, "x", "INT4")
+    with pytest.raises(ValueError, match="max_users"):
+        Phase("p", -1, "x")
+
+
+def test_a_card_for_any_user_count():
+    card = phase_card(SMALL, 60_000, window_s=WINDOW_S, seed=3)
+    assert card.phase == "pool" and card.users == 60_000
+    assert card.gate_users == gate_users(SMALL, SMALL.phases[1], window_s=WINDOW_S, seed=3)
+    assert card.attainment >= SMALL.slo_target and card.replicas <= 4
+    beyond = phase_card(SMALL, 1_000_000, window_s=WINDOW_S, seed=3)
+    assert beyond.phase == "cells" and math.isnan(beyond.gate_users)
+    with pytest.raises(ValueError, match="users"):
+        phase_card(SMALL, 0)
