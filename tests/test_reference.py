@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 
 from scaleplay.experiments import slo_attainment
@@ -14,6 +15,7 @@ from scaleplay.reference import (
     Phase,
     Product,
     gate_users,
+    ladder_card,
     phase_card,
     phase_ladder,
 )
@@ -105,3 +107,12 @@ def test_a_card_for_any_user_count():
     assert beyond.phase == "cells" and math.isnan(beyond.gate_users)
     with pytest.raises(ValueError, match="users"):
         phase_card(SMALL, 0)
+
+
+def test_a_ladder_card_is_its_row_of_the_ladder():
+    ladder = phase_ladder(SMALL, window_s=WINDOW_S, seed=3)
+    for k in range(3):
+        card = ladder_card(SMALL, k, window_s=WINDOW_S, seed=3)
+        pd.testing.assert_series_equal(card, ladder.iloc[k], check_names=False)
+    with pytest.raises(ValueError, match="phase"):
+        ladder_card(SMALL, 3)

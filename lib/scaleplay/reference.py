@@ -47,7 +47,17 @@ from .workload import (
     generate_arrivals,
 )
 
-__all__ = ["Phase", "Product", "REFERENCE", "LADDER_COLUMNS", "gate_users", "phase_card", "phase_ladder"]
+__all__ = [
+    "Phase",
+    "Product",
+    "REFERENCE",
+    "LADDER_COLUMNS",
+    "gate_users",
+    "card_table",
+    "ladder_card",
+    "phase_card",
+    "phase_ladder",
+]
 
 SECONDS_PER_DAY = 86_400.0
 #: Weight and compute formats a design may use: (weights dtype, compute precision).
@@ -238,6 +248,40 @@ def phase_card(product: Product, users: float, *, window_s: float = 300.0, seed:
     window_s = check_positive("window_s", window_s)
     gates = _gates(product, k, window_s, seed)
     return pd.Series(_phase_card(product, k, users, gates, window_s, seed))[list(LADDER_COLUMNS)]
+
+
+def ladder_card(product: Product, phase: int, *, window_s: float = 300.0, seed: int = 0) -> pd.Series:
+    """Row ``phase`` (an index) of ``phase_ladder``, computed alone: the phase's card at the top of
+    its range or at its gate, whichever comes first."""
+    phase = check_int("phase", phase, minimum=0, maximum=max(len(product.phases) - 1, 0))
+    if not product.phases:
+        raise ValueError("product.phases is empty: a card needs a phase")
+    window_s = check_positive("window_s", window_s)
+    gates = _gates(product, phase, window_s, seed)
+    top = product.phases[phase].max_users
+    users = top if math.isnan(gates[phase]) else min(top, gates[phase])
+    return pd.Series(_phase_card(product, phase, users, gates, window_s, seed))[list(LADDER_COLUMNS)]
+
+
+def card_table(card: pd.Series, product: Product = REFERENCE) -> pd.DataFrame:
+    """A card (a row of ``phase_ladder``) as a reader reads it: one line per figure, in words."""
+    gate, tp = card["gate_users"], product.tensor_parallel
+    seqs, budget = card["max_num_seqs"], card["max_batched_tokens"]
+    tpot_ms = product.tpot_slo_s * 1e3
+    lines = {
+        "design": card["design"],
+        "users (daily active)": f"{card['users']:,.0f}",
+        "peak load": f"{card['peak_rate_per_s']:,.1f} requests/s",
+        "GPUs": f"{card['gpus']:,.0f} {product.hardware} ({card['replicas']:,.0f} replicas × {tp})",
+        "batch settings": f"up to {seqs} sequences and {budget:,} tokens an iteration",
+        "p99 time to first token": f"{card['p99_ttft_s']:.2f} s (SLO {product.ttft_slo_s:g} s)",
+        "p99 time per output token": f"{card['p99_tpot_s'] * 1e3:.0f} ms (SLO {tpot_ms:.0f} ms)",
+        "served within the SLO at the peak": f"{card['attainment']:.1%}",
+        "GPU cost": f"{card['usd_per_1k_requests']:.2f} USD per 1k requests, "
+        f"{card['usd_per_user_month']:.2f} USD per user-month",
+        "gate": "none: grows by cells" if math.isnan(gate) else f"{gate:,.0f} users",
+    }
+    return pd.Series(lines, name=card["phase"]).to_frame()
 
 
 def phase_ladder(
