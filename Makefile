@@ -31,7 +31,7 @@ lint: setup
 
 # tests/site needs the built site: site-check runs it after build-check.
 unit: setup
-	$(BIN)/python -m pytest -q tests lib/scaleplay --doctest-modules --ignore=tests/site
+	$(BIN)/python -m pytest -q -n auto tests lib/scaleplay --doctest-modules --ignore=tests/site
 
 pairing: setup
 	$(BIN)/python tools/notebooks.py check
@@ -45,7 +45,8 @@ build-check: setup
 	rm -rf _build
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
 
-# The built site in headless Chromium: every page with its figures and a clean console, and search.
+# The built site in the system's headless Chromium, driven by Playwright: every page with its figures
+# and a clean console, tables and code that fit the column, and search.
 # Skips, saying why, on a machine without a browser (-rs prints the reason).
 site-check: setup
 	$(BIN)/python -m pytest -q -rs -p no:cacheprovider -m site tests/site
