@@ -57,7 +57,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
             }
         ),
     ),
-    ("plan", frozenset({"planner", "experiments", "levers", "reference", "scenario", "__main__", "__init__"})),
+    ("plan", frozenset({"planner", "experiments", "levers", "reference", "scenario", "__main__",
+                        "__init__"})),  # fmt: skip
 )
 __doc__ += "\n".join(f"    {name}: {', '.join(sorted(units))}" for name, units in LAYERS) + "\n"
 
