@@ -155,26 +155,10 @@ SEARCH_PROBE_JS = """
 PAGES = toc_pages(project_dir() / "_toc.yml")
 
 # Pages known to overflow their column, with what overflows (measured at 1280x900, where the article's
-# column is 688 px: about 77 characters of code; the site built from 226da37). Every one of these
-# scrolls sideways; none spills past the column. Strict: a page's test fails once it fits, so that
-# the fix takes it off this list.
-OVERFLOWING_PAGES: dict[str, str] = {
-    "book/intro": "1 code cell, 1 output table, 1 code block; widest 757 px",
-    "book/envelope": "8 code cells, 1 cell output, 1 output table; widest 1005 px",
-    "book/gpu-physics": "12 code cells, 1 cell output; widest 1760 px",
-    "book/simulator": "21 code cells, 1 cell output, 2 output tables, 1 code block; widest 1457 px",
-    "book/phase-0-10k": "9 code cells, 1 cell output; widest 1238 px",
-    "book/phase-10k-100k": "9 code cells, 1 cell output; widest 1558 px",
-    "book/phase-100k-500k": "12 code cells, 1 cell output; widest 1212 px",
-    "book/phase-500k-10m": "10 code cells, 1 cell output; widest 1381 px",
-    "book/layer-data": "6 code cells, 1 cell output; widest 1086 px",
-    "book/layer-serving": "11 code cells, 1 cell output; widest 1415 px",
-    "book/levers": "14 code cells, 2 output tables; widest 1499 px",
-    "book/layer-latency": "8 code cells, 1 output table; widest 1457 px",
-    "book/layer-cost": "10 code cells, 1 cell output; widest 1322 px",
-    "book/roadmap": "7 code cells, 1 cell output, 1 output table; widest 1777 px",
-    "book/status": "2 code cells; widest 900 px",
-}
+# column is 688 px: about 77 characters of code, fewer in a cell's output). Strict: a page's test fails
+# once it fits, so that the fix takes it off this list. Empty since issue 14 made every page fit; a page
+# that overflows again fails its test until it is fixed or listed here with the reason.
+OVERFLOWING_PAGES: dict[str, str] = {}
 
 
 class ColumnOverflow(AssertionError):
@@ -184,7 +168,7 @@ class ColumnOverflow(AssertionError):
 def fits_column_param(name: str) -> Any:
     if name not in OVERFLOWING_PAGES:
         return name
-    reason = f"{name} overflows its column: {OVERFLOWING_PAGES[name]} (issue 14)"
+    reason = f"{name} overflows its column: {OVERFLOWING_PAGES[name]}"
     return pytest.param(name, marks=pytest.mark.xfail(raises=ColumnOverflow, strict=True, reason=reason))
 
 
