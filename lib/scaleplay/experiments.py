@@ -21,6 +21,7 @@ import pandas as pd
 from ._validate import MAX_REPLICAS, _kind, check_int, check_positive, check_probability
 from .cost import SECONDS_PER_HOUR
 from .disagg import DisaggregatedConfig, DisaggregatedResult, simulate_disaggregated
+from .metrics import token_slo_met
 from .simulator import PlatformConfig, SimulationResult, simulate
 
 __all__ = ["slo_attainment", "Sizing", "fewest_replicas", "usd_per_1k_requests"]
@@ -29,23 +30,8 @@ __all__ = ["slo_attainment", "Sizing", "fewest_replicas", "usd_per_1k_requests"]
 def slo_attainment(log: pd.DataFrame, ttft_slo_s: float, tpot_slo_s: float) -> float:
     """The share of arrived requests that completed within both token SLOs (a one-token answer has no
     TPOT and meets that one). NaN for an empty log."""
-    ttft_slo_s = check_positive("ttft_slo_s", ttft_slo_s)
-    tpot_slo_s = check_positive("tpot_slo_s", tpot_slo_s)
-    if not isinstance(log, pd.DataFrame):
-        raise TypeError(f"log must be a RequestLog DataFrame, got {_kind(log)}")
-    missing = [c for c in ("outcome", "ttft_s", "tpot_s", "tokens_out") if c not in log.columns]
-    if missing:
-        raise ValueError(f"log lacks the columns {missing}: it must come from a continuous-batching pool")
-    if not len(log):
-        return float("nan")
-    ttft = log["ttft_s"].to_numpy(dtype=np.float64)
-    tpot = log["tpot_s"].to_numpy(dtype=np.float64)
-    good = (
-        (log["outcome"] == "completed").to_numpy()
-        & (ttft <= ttft_slo_s)
-        & ((tpot <= tpot_slo_s) | (log["tokens_out"].to_numpy() <= 1))
-    )
-    return float(good.mean())
+    good = token_slo_met(log, ttft_slo_s, tpot_slo_s)
+    return float(good.mean()) if len(good) else float("nan")
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ __all__ = [
     "goodput_per_s",
     "token_latency_percentiles",
     "joint_slo_attainment",
+    "token_slo_met",
     "token_goodput_per_s",
     "inter_token_latency_percentiles",
     "engine_timeline",
@@ -260,23 +261,27 @@ def token_goodput_per_s(
     has no TPOT and meets that SLO; a completed request without its own TTFT (``ttft_s`` NaN: a static
     pool or the cache answered it) meets neither.
     """
+    check_positive("ttft_slo_s", ttft_slo_s)
+    check_positive("tpot_slo_s", tpot_slo_s)
+    window_s = _window("start_s", start_s, "end_s", end_s)
+    _need(log, "log", REQUEST_LOG_COLUMNS, ["arrived_s"])
+    good = token_slo_met(log, ttft_slo_s, tpot_slo_s)
+    arrived = log["arrived_s"].to_numpy(dtype=np.float64)
+    return int((good & (arrived >= start_s) & (arrived < end_s)).sum()) / window_s
+
+
+def token_slo_met(log: pd.DataFrame, ttft_slo_s: float, tpot_slo_s: float) -> np.ndarray:
+    """Per request of ``log``: completed with its TTFT within ``ttft_slo_s`` and its TPOT within
+    ``tpot_slo_s`` (a one-token answer has no TPOT and meets that SLO; a NaN TTFT meets neither)."""
     ttft_slo_s = check_positive("ttft_slo_s", ttft_slo_s)
     tpot_slo_s = check_positive("tpot_slo_s", tpot_slo_s)
-    window_s = _window("start_s", start_s, "end_s", end_s)
-    _need(log, "log", REQUEST_LOG_COLUMNS, ["arrived_s", "outcome", "tokens_out"])
+    _need(log, "log", REQUEST_LOG_COLUMNS, ["outcome", "tokens_out"])
     _need(log, "log", ENGINE_LOG_COLUMNS, ["ttft_s", "tpot_s"])
-    arrived = log["arrived_s"].to_numpy(dtype=np.float64)
     ttft = log["ttft_s"].to_numpy(dtype=np.float64)
     tpot = log["tpot_s"].to_numpy(dtype=np.float64)
     one_token = log["tokens_out"].to_numpy() <= 1
-    good = (
-        (log["outcome"] == "completed").to_numpy()
-        & (ttft <= ttft_slo_s)
-        & ((tpot <= tpot_slo_s) | one_token)
-        & (arrived >= start_s)
-        & (arrived < end_s)
-    )
-    return int(good.sum()) / window_s
+    completed = (log["outcome"] == "completed").to_numpy()
+    return completed & (ttft <= ttft_slo_s) & ((tpot <= tpot_slo_s) | one_token)
 
 
 def _weighted_quantiles(values: np.ndarray, counts: np.ndarray, quantiles: list[float]) -> dict[str, float]:
