@@ -103,6 +103,10 @@ class Loading:
     navigated: bool
 
 
+#: How Playwright words a wait that ran out of time.
+TIMED_OUT = "Timeout"
+
+
 def open_pages(
     browser: Browser, context_args: dict[str, Any], visits: list[Visit], parallel: int, timeout_s: float
 ) -> list[PageReport]:
@@ -116,6 +120,11 @@ def open_pages(
         batch = visits[first : first + parallel]
         loading = [start(browser, context_args, visit, timeout_s) for visit in batch]
         reports += [finish(page, visit) for page, visit in zip(loading, batch, strict=True)]
+    # A page that never settled is loaded once more, alone: on a loaded machine headless Chromium has
+    # (rarely) missed a load event; a page that hangs for real times out twice and fails.
+    for k, (visit, report) in enumerate(zip(visits, reports, strict=True)):
+        if any(TIMED_OUT in problem for problem in report.problems):
+            reports[k] = finish(start(browser, context_args, visit, timeout_s), visit)
     return reports
 
 
