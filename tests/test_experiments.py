@@ -10,7 +10,15 @@ import pytest
 
 from conftest import make_arrivals
 from scaleplay.disagg import DisaggregatedConfig, simulate_disaggregated
-from scaleplay.experiments import fewest_replicas, slo_attainment, usd_per_1k_requests
+from scaleplay.experiments import (
+    REPLICATION_COLUMNS,
+    fewest_replicas,
+    replicate,
+    replication_seed,
+    slo_attainment,
+    usd_per_1k_requests,
+)
+from scaleplay.metrics import replication_ci
 from scaleplay.profiles import AffineServiceTime
 from scaleplay.simulator import ContinuousBatcherConfig, PlatformConfig, PoolConfig, simulate
 from scaleplay.steptime import load_step_profile
@@ -109,3 +117,53 @@ def test_a_disaggregated_design_is_sized_over_its_splits():
         pools = [PoolConfig(n, STEP, ContinuousBatcherConfig()) for n in (p, fewer - p)]
         config = DisaggregatedConfig(*pools, link)
         assert slo_attainment(simulate_disaggregated(arrivals, config, 2).log, 0.5, 0.03) < 0.95
+
+
+# --- replications under one statistics convention ---------------------------------------------------
+
+
+
+def test_replications_get_distinct_reproducible_seeds_and_a_t_interval():
+    def run(seed):
+        rng = np.random.default_rng(seed)
+        return {"p99_s": float(np.quantile(rng.exponential(1.0, 500), 0.99)), "n": 500.0}
+
+    first = replicate(run, 6, seed=11)
+    again = replicate(run, 6, seed=11)
+    pd.testing.assert_frame_equal(first.runs, again.runs)
+    assert first.runs["seed"].nunique() == 6
+    assert list(first.runs["seed"]) == [replication_seed(11, r) for r in range(6)]
+    assert list(first.summary.columns) == list(REPLICATION_COLUMNS)
+    mean, half = replication_ci(first.runs["p99_s"])
+    assert first.mean("p99_s") == pytest.approx(mean)
+    assert first.half_width("p99_s") == pytest.approx(half)
+    assert first.half_width("n") == 0.0
+    # the exponential's p99 is ln(100) = 4.6: the interval of six replications holds it
+    assert first.summary.loc["p99_s", "low"] < math.log(100) < first.summary.loc["p99_s", "high"]
+    assert replicate(run, 6, seed=12).runs["seed"].iloc[0] != first.runs["seed"].iloc[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"replications": 1}, ValueError, "replications"),
+        ({"replications": 10**6}, ValueError, "replications"),
+        ({"replications": 2.5}, TypeError, "replications"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"confidence": 1.0}, ValueError, "confidence"),
+        ({"progress": "yes"}, TypeError, "progress"),
+    ],
+)
+def test_replicate_refuses_bad_input_before_running(kwargs, error, match):
+    calls = []
+    args = {"replications": 3, "seed": 0, **kwargs}
+    with pytest.raises(error, match=match):
+        replicate(lambda s: calls.append(s) or {"x": 1.0}, args.pop("replications"), **args)
+    assert calls == []
+
+
+def test_replicate_refuses_a_run_that_is_not_callable_or_returns_no_mapping():
+    with pytest.raises(TypeError, match="run must be a callable"):
+        replicate(3, 2, seed=0)
+    with pytest.raises(TypeError, match="mapping of statistics"):
+        replicate(lambda s: 1.0, 2, seed=0)

@@ -116,3 +116,21 @@ def test_a_ladder_card_is_its_row_of_the_ladder():
         pd.testing.assert_series_equal(card, ladder.iloc[k], check_names=False)
     with pytest.raises(ValueError, match="phase"):
         ladder_card(SMALL, 3)
+
+
+def test_the_workload_is_the_products_day_and_the_peak_window_straddles_its_busiest_hour():
+    from scaleplay.workload import Burst, generate_arrivals
+
+    workload = REFERENCE.workload(100_000)
+    assert workload.peak_rate_per_s == pytest.approx(REFERENCE.peak_rate_per_s(100_000))
+    assert workload.classes[0].tokens_in == REFERENCE.tokens_in
+    start = REFERENCE.peak_start_s(600.0)
+    assert start + 300.0 == pytest.approx(REFERENCE.diurnal.peak_hour * 3600.0)
+    burst = REFERENCE.workload(100_000, bursts=(Burst(start, 60.0, 2.0),))
+    plain = generate_arrivals(workload, 600.0, seed=1, start_s=start)
+    doubled = generate_arrivals(burst, 600.0, seed=1, start_s=start)
+    assert len(doubled) > len(plain)
+    with pytest.raises(ValueError, match="users"):
+        REFERENCE.workload(0)
+    with pytest.raises(ValueError, match="window_s"):
+        REFERENCE.peak_start_s(-1.0)

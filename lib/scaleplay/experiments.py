@@ -9,22 +9,52 @@ on the same arrivals and seed every time (common random numbers), assuming as th
 more replicas never hurt. For a disaggregated design (``disagg.DisaggregatedConfig``) the replicas are
 the two pools' together, and at each total every prefill:decode split is tried: the design meets the
 target at a total when its best split does.
+
+**One statistics convention** (``replicate``): a run's statistic is computed on that run's own log (a
+p99 is the replication's p99, never a percentile of pooled logs), and a design point is reported as
+the mean over independent replications with a Student t confidence interval
+(``metrics.replication_ci``). Replication ``r`` of seed ``s`` runs on its own seed
+(``replication_seed``), drawn from the seed tree so that no two replications share a stream.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ._validate import MAX_REPLICAS, _kind, check_int, check_positive, check_probability
 from .cost import SECONDS_PER_HOUR
 from .disagg import DisaggregatedConfig, DisaggregatedResult, simulate_disaggregated
-from .metrics import token_slo_met
+from .metrics import replication_ci, token_slo_met
+from .rng import seed_sequence
 from .simulator import PlatformConfig, SimulationResult, simulate
 
-__all__ = ["slo_attainment", "Sizing", "fewest_replicas", "usd_per_1k_requests"]
+__all__ = [
+    "slo_attainment",
+    "Sizing",
+    "fewest_replicas",
+    "usd_per_1k_requests",
+    "MAX_REPLICATIONS",
+    "REPLICATION_COLUMNS",
+    "Replications",
+    "replication_seed",
+    "replicate",
+]
+
+#: The most replications ``replicate`` runs: enough for any interval, few enough to stay bounded.
+MAX_REPLICATIONS = 1_000
+#: The columns of ``Replications.summary``, one row per statistic.
+REPLICATION_COLUMNS: dict[str, str] = {
+    "mean": "mean of the statistic over the replications",
+    "half_width": "half-width of its Student t confidence interval",
+    "low": "mean - half_width",
+    "high": "mean + half_width",
+    "replications": "how many replications",
+}
 
 
 def slo_attainment(log: pd.DataFrame, ttft_slo_s: float, tpot_slo_s: float) -> float:
@@ -126,3 +156,59 @@ def usd_per_1k_requests(gpus: float, usd_per_gpu_hour: float, requests_per_s: fl
     usd_per_gpu_hour = check_positive("usd_per_gpu_hour", usd_per_gpu_hour)
     requests_per_s = check_positive("requests_per_s", requests_per_s)
     return 1000.0 * gpus * usd_per_gpu_hour / (requests_per_s * SECONDS_PER_HOUR)
+
+
+def replication_seed(seed: int, replication: int) -> int:
+    """The seed of replication ``replication`` of an experiment seeded ``seed`` (a child of the seed
+    tree, so replications never share a random stream)."""
+    sequence = seed_sequence(check_int("seed", seed, minimum=0), "replication", replication)
+    return int(sequence.generate_state(1, np.uint32)[0])
+
+
+@dataclass(frozen=True)
+class Replications:
+    """Independent replications of one design point: ``runs`` (one row per replication, a column per
+    statistic, plus ``seed``) and ``summary`` (one row per statistic, ``REPLICATION_COLUMNS``)."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+
+    def mean(self, statistic: str) -> float:
+        return float(self.summary.loc[statistic, "mean"])
+
+    def half_width(self, statistic: str) -> float:
+        return float(self.summary.loc[statistic, "half_width"])
+
+
+def replicate(
+    run: Callable[[int], Mapping[str, float] | pd.Series],
+    replications: int,
+    *,
+    seed: int,
+    confidence: float = 0.95,
+    progress: bool = False,
+) -> Replications:
+    """Run ``run(seed_r)`` for ``replications`` independent seeds (``replication_seed(seed, r)``); each
+    call returns its statistics by name, computed on its own run. Summarised by the module's one
+    convention: the mean over replications with a Student t interval at ``confidence``."""
+    if not callable(run):
+        raise TypeError(f"run must be a callable taking a seed, got {_kind(run)}")
+    replications = check_int("replications", replications, minimum=2, maximum=MAX_REPLICATIONS)
+    seed = check_int("seed", seed, minimum=0)
+    confidence = check_probability("confidence", confidence, open_low=True, open_high=True)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    rows = []
+    for r in tqdm(range(replications), desc="replications", disable=not progress):
+        seed_r = replication_seed(seed, r)
+        stats = run(seed_r)
+        if not isinstance(stats, (Mapping, pd.Series)):
+            raise TypeError(f"run must return a mapping of statistics, got {_kind(stats)}")
+        rows.append({**dict(stats), "seed": seed_r})
+    runs = pd.DataFrame(rows)
+    summary = {}
+    for name in runs.columns.drop("seed"):
+        mean, half = replication_ci(runs[name].to_numpy(dtype=float), confidence)
+        summary[name] = {"mean": mean, "half_width": half, "low": mean - half, "high": mean + half,
+                         "replications": replications}  # fmt: skip
+    return Replications(runs, pd.DataFrame.from_dict(summary, orient="index")[list(REPLICATION_COLUMNS)])

@@ -117,6 +117,18 @@ class Product:
         """Requests per second in the busiest hour of ``users`` daily active users."""
         return users * self.requests_per_user_per_day / SECONDS_PER_DAY * self.diurnal.peak
 
+    def workload(self, users: float, **changes: object) -> Workload:
+        """The product's traffic over its day at ``users`` daily active users, one chat class; ``changes``
+        replace ``Workload`` fields (``bursts``, ``classes``, ``interarrival_cv``, ...). Arrivals drawn
+        from it over ``[peak_start_s(w), peak_start_s(w) + w)`` straddle the busiest hour."""
+        classes = (TrafficClass("chat", 1.0, tokens_in=self.tokens_in, tokens_out=self.tokens_out),)
+        fields = {"classes": classes, "diurnal": self.diurnal, **changes}
+        return Workload(check_positive("users", users), self.requests_per_user_per_day, **fields)
+
+    def peak_start_s(self, window_s: float) -> float:
+        """The clock time at which a ``window_s``-second window centred on the busiest hour starts."""
+        return self.diurnal.peak_hour * 3600.0 - check_positive("window_s", window_s) / 2
+
     def peak_arrivals(self, users: float, window_s: float, seed: int) -> pd.DataFrame:
         """``window_s`` seconds of the busiest hour's arrivals (a steady rate: the hour's peak level)."""
         rate = self.peak_rate_per_s(check_positive("users", users))
