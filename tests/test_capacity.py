@@ -8,12 +8,15 @@ from conftest import finishes
 from scaleplay import queueing
 from scaleplay.capacity import (
     HOURS_PER_MONTH,
+    REPLICA_ENVELOPE_FIELDS,
     EnvelopeInputs,
     envelope,
     envelope_table,
     fleet_at_load,
+    replica_envelope,
     staffing_table,
 )
+from scaleplay.steptime import load_step_profile
 
 
 def test_envelope_by_hand():
@@ -130,3 +133,62 @@ def test_staffing_table_names_its_loads():
         staffing_table(["100"], 0.2)
     with pytest.raises(ValueError, match=r"offered_loads\[0\] must be <"):
         finishes(lambda: staffing_table([1e308], 0.2))
+
+
+# --- the continuous-batching replica's envelope -------------------------------------------------------
+
+
+STEP_70B = load_step_profile("h100-80gb", "Llama-3.1-70B", 4)
+
+
+def envelope_of(**changes):
+    args = {"kv_tokens": 400_000, "tokens_in": 1000.0, "tokens_out": 200.0, "tpot_slo_s": 0.1, **changes}
+    return replica_envelope(STEP_70B, **args)
+
+
+def test_the_slo_batch_is_the_largest_whose_iteration_meets_the_tpot_slo():
+    e = envelope_of()
+    assert list(e.index) == list(REPLICA_ENVELOPE_FIELDS)
+    b = int(e["slo_batch"])
+    assert 1 <= b < e["batch_limit"]
+
+    def iteration_s(batch):
+        return STEP_70B.step_time_s(round(batch * 1000 / 200), batch, batch * 1100.0)
+
+    assert iteration_s(b) == pytest.approx(e["slo_tpot_s"]) and iteration_s(b) <= 0.1 < iteration_s(b + 1)
+    assert e["slo_rate_per_s"] == pytest.approx(b / (200 * iteration_s(b)))
+    assert e["slo_output_tokens_per_s"] == pytest.approx(200 * e["slo_rate_per_s"])
+    assert e["max_rate_per_s"] > e["slo_rate_per_s"]
+    assert e["lone_ttft_s"] == pytest.approx(STEP_70B.prefill_time_s(1, 1000))
+    assert e["lone_tpot_s"] == pytest.approx(STEP_70B.decode_step_time_s(1, 1100.0))
+
+
+def test_the_kv_cache_and_max_num_seqs_bound_the_batch():
+    assert envelope_of(kv_tokens=11_000)["kv_sequences"] == 10
+    small = envelope_of(kv_tokens=11_000, tpot_slo_s=10.0)
+    assert small["batch_limit"] == small["slo_batch"] == 10
+    assert envelope_of(max_num_seqs=4, tpot_slo_s=10.0)["slo_batch"] == 4
+    assert envelope_of(kv_tokens=500)["batch_limit"] == 0  # not even one sequence fits
+
+
+def test_an_slo_no_batch_meets_gives_no_rate():
+    e = envelope_of(tpot_slo_s=1e-4)
+    assert e["slo_batch"] == 0 and e["slo_rate_per_s"] == 0 and math.isnan(e["slo_tpot_s"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "match"),
+    [
+        ({"kv_tokens": 0}, ValueError, "kv_tokens"),
+        ({"kv_tokens": 1.5}, TypeError, "kv_tokens"),
+        ({"tokens_in": -1.0}, ValueError, "tokens_in"),
+        ({"tokens_out": 0.0}, ValueError, "tokens_out"),
+        ({"tpot_slo_s": float("nan")}, ValueError, "tpot_slo_s"),
+        ({"max_num_seqs": 0}, ValueError, "max_num_seqs"),
+    ],
+)
+def test_bad_envelope_input_is_refused(changes, error, match):
+    with pytest.raises(error, match=match):
+        envelope_of(**changes)
+    with pytest.raises(TypeError, match="step must be a StepTimeModel"):
+        replica_envelope("H100", kv_tokens=1, tokens_in=1.0, tokens_out=1.0, tpot_slo_s=1.0)

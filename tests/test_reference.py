@@ -134,3 +134,13 @@ def test_the_workload_is_the_products_day_and_the_peak_window_straddles_its_busi
         REFERENCE.workload(0)
     with pytest.raises(ValueError, match="window_s"):
         REFERENCE.peak_start_s(-1.0)
+
+
+def test_the_envelope_uses_the_batchers_kv_cache_and_the_products_mean_request():
+    step = REFERENCE.step("FP8")
+    e = REFERENCE.envelope("FP8")
+    assert e["kv_tokens"] == REFERENCE.batcher.kv_blocks(step) * REFERENCE.batcher.block_tokens
+    assert e["tokens_per_sequence"] == pytest.approx(
+        REFERENCE.tokens_in.mean_tokens + REFERENCE.tokens_out.mean_tokens / 2
+    )
+    assert e["slo_rate_per_s"] > REFERENCE.envelope("BF16")["slo_rate_per_s"]  # FP8 serves more

@@ -8,6 +8,10 @@ fleet -> the monthly GPU bill when the fleet is provisioned for the peak all mon
 fixed-utilization rule it sizes the fleet by Erlang C for a target chance of waiting, which is where
 square-root staffing shows: the bigger the fleet, the hotter it can run.
 
+``replica_envelope`` is the same first step for a continuous-batching replica of an LLM, on tokens:
+its KV cache, the batch it can hold, the batch whose iteration keeps the time per output token within
+an SLO, and the requests a second it then completes.
+
 Each replica is modelled as ``slots_per_replica`` servers of an M/M/c queue whose service time is the
 request's time on the model, so ``slots_per_replica / service_s`` is a replica's throughput. That is
 the coarse model of this first step; the simulator refines it (batches, bursts, classes).
@@ -19,11 +23,13 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from . import queueing
 from ._validate import _kind, _show, check_int, check_non_negative, check_positive, check_probability
 from .queueing import MAX_SERVERS
+from .steptime import StepTimeModel
 
 __all__ = [
     "EnvelopeInputs",
@@ -31,6 +37,8 @@ __all__ = [
     "fleet_at_load",
     "envelope_table",
     "staffing_table",
+    "REPLICA_ENVELOPE_FIELDS",
+    "replica_envelope",
     "SECONDS_PER_DAY",
     "HOURS_PER_MONTH",
 ]
@@ -216,3 +224,73 @@ def staffing_table(offered_loads: Iterable[float], wait_probability: float) -> p
     if not rows:
         raise ValueError("offered_loads must hold at least one load")
     return pd.DataFrame(rows).set_index("offered_load")
+
+
+#: What ``replica_envelope`` returns, by name.
+REPLICA_ENVELOPE_FIELDS: dict[str, str] = {
+    "kv_tokens": "tokens of KV cache the replica holds",
+    "tokens_per_sequence": "KV tokens the mean request holds while it decodes (prompt + half its answer)",
+    "kv_sequences": "sequences that fit in the KV cache at that size",
+    "batch_limit": "the most sequences a replica runs: the smaller of kv_sequences and max_num_seqs",
+    "lone_ttft_s": "time to first token of a lone request: its prompt's prefill",
+    "lone_tpot_s": "time per output token of a lone request: a decode step of one",
+    "slo_batch": "the largest steady batch whose iteration stays within tpot_slo_s (0: none does)",
+    "slo_tpot_s": "the iteration time, so the time per output token, at slo_batch",
+    "slo_rate_per_s": "requests a second the replica completes at slo_batch",
+    "slo_output_tokens_per_s": "output tokens a second at slo_batch",
+    "max_rate_per_s": "requests a second at batch_limit, whatever the time per output token",
+}
+
+
+def replica_envelope(
+    step: StepTimeModel,
+    *,
+    kv_tokens: int,
+    tokens_in: float,
+    tokens_out: float,
+    tpot_slo_s: float,
+    max_num_seqs: int = 256,
+) -> pd.Series:
+    """The back of the envelope of a continuous-batching replica serving the mean request
+    (``tokens_in`` prompt tokens, ``tokens_out`` answer tokens) in steady state (``REPLICA_ENVELOPE_FIELDS``).
+
+    A decoding request holds its prompt and on average half its answer in the KV cache, so at most
+    ``kv_tokens / (tokens_in + tokens_out / 2)`` sequences fit. With ``B`` sequences decoding and
+    requests starting as fast as they finish, each iteration ends ``B / tokens_out`` requests and so
+    prefills as many new prompts (chunked prefill spreads them over iterations):
+    ``B tokens_in / tokens_out`` prompt tokens beside its ``B`` decode tokens. That iteration's time
+    is every sequence's time per output token; the largest ``B`` keeping it within ``tpot_slo_s`` is
+    the batch at the SLO, where the replica completes ``B / (tokens_out x iteration)`` requests a second.
+    Queueing for the first token is left out: the simulation adds it.
+    """
+    if not isinstance(step, StepTimeModel):
+        raise TypeError(f"step must be a StepTimeModel, got {_kind(step)}")
+    kv_tokens = check_int("kv_tokens", kv_tokens, minimum=1, maximum=10**12)
+    tokens_in = check_positive("tokens_in", tokens_in)
+    tokens_out = check_positive("tokens_out", tokens_out)
+    tpot_slo_s = check_positive("tpot_slo_s", tpot_slo_s)
+    max_num_seqs = check_int("max_num_seqs", max_num_seqs, minimum=1, maximum=100_000)
+    per_sequence = tokens_in + tokens_out / 2
+    kv_sequences = int(kv_tokens // per_sequence)
+    limit = min(kv_sequences, max_num_seqs)
+    batch = np.arange(1, max(limit, 1) + 1)
+    prompt_tokens = np.rint(batch * tokens_in / tokens_out)
+    iteration_s = np.asarray(step.step_time_s(prompt_tokens, batch, batch * per_sequence))
+    rate_per_s = batch / (tokens_out * iteration_s)
+    within = np.flatnonzero((iteration_s <= tpot_slo_s) & (batch <= limit))
+    k = int(within[-1]) if len(within) else -1
+    return pd.Series(
+        {
+            "kv_tokens": float(kv_tokens),
+            "tokens_per_sequence": per_sequence,
+            "kv_sequences": float(kv_sequences),
+            "batch_limit": float(limit),
+            "lone_ttft_s": float(step.prefill_time_s(1, round(tokens_in))),
+            "lone_tpot_s": float(step.decode_step_time_s(1, per_sequence)),
+            "slo_batch": float(batch[k]) if k >= 0 else 0.0,
+            "slo_tpot_s": float(iteration_s[k]) if k >= 0 else math.nan,
+            "slo_rate_per_s": float(rate_per_s[k]) if k >= 0 else 0.0,
+            "slo_output_tokens_per_s": float(rate_per_s[k] * tokens_out) if k >= 0 else 0.0,
+            "max_rate_per_s": float(rate_per_s[limit - 1]) if limit >= 1 else 0.0,
+        }
+    )

@@ -30,7 +30,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ._validate import check_int, check_positive, check_probability
-from .capacity import HOURS_PER_MONTH
+from .capacity import HOURS_PER_MONTH, replica_envelope
 from .cost import load_prices
 from .experiments import fewest_replicas, slo_attainment, usd_per_1k_requests
 from .metrics import token_latency_percentiles
@@ -148,6 +148,19 @@ class Product:
         """``phase``'s design as a platform of ``replicas`` replicas."""
         pool = PoolConfig(replicas, self.step(phase.format), self.batcher, policy=phase.policy)
         return PlatformConfig(pool)
+
+    def envelope(self, format: str = "BF16") -> pd.Series:
+        """The back of the envelope of one replica in ``format`` serving the product's mean request at its
+        TPOT SLO (``capacity.replica_envelope``; the KV cache as the batcher sizes it)."""
+        step = self.step(format)
+        return replica_envelope(
+            step,
+            kv_tokens=self.batcher.kv_blocks(step) * self.batcher.block_tokens,
+            tokens_in=self.tokens_in.mean_tokens,
+            tokens_out=self.tokens_out.mean_tokens,
+            tpot_slo_s=self.tpot_slo_s,
+            max_num_seqs=self.batcher.max_num_seqs,
+        )
 
     @property
     def usd_per_gpu_hour(self) -> float:
