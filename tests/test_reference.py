@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -17,6 +18,7 @@ from scaleplay.reference import (
     gate_users,
     ladder_card,
     phase_card,
+    phase_cards,
     phase_ladder,
 )
 from scaleplay.simulator import simulate
@@ -144,3 +146,18 @@ def test_the_envelope_uses_the_batchers_kv_cache_and_the_products_mean_request()
         REFERENCE.tokens_in.mean_tokens + REFERENCE.tokens_out.mean_tokens / 2
     )
     assert e["slo_rate_per_s"] > REFERENCE.envelope("BF16")["slo_rate_per_s"]  # FP8 serves more
+
+
+def test_cards_of_many_user_counts_agree_with_one_card_each_and_count_whole_nodes():
+    cards = phase_cards(REFERENCE, [3_000, 30_000], window_s=60.0, seed=4)
+    alone = phase_card(REFERENCE, 30_000, window_s=60.0, seed=4)
+    pd.testing.assert_series_equal(cards.iloc[1], alone, check_names=False)
+    per_node = REFERENCE.gpus_per_node // REFERENCE.tensor_parallel
+    assert (cards["nodes"] == np.ceil(cards["replicas"] / per_node)).all()
+    assert (cards["nodes"] * REFERENCE.gpus_per_node >= cards["gpus"]).all()
+    with pytest.raises(TypeError, match="users must be a non-empty sequence"):
+        phase_cards(REFERENCE, 3_000)
+    with pytest.raises(ValueError, match=r"users\[1\]"):
+        phase_cards(REFERENCE, [3_000, -1])
+    with pytest.raises(ValueError, match="gpus_per_node"):
+        Product(gpus_per_node=0)

@@ -24,6 +24,7 @@ gives the card of any user count: the phase whose range holds it, sized for exac
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -56,6 +57,7 @@ __all__ = [
     "card_table",
     "ladder_card",
     "phase_card",
+    "phase_cards",
     "phase_ladder",
 ]
 
@@ -98,6 +100,7 @@ class Product:
     profile: str = "h100-80gb"
     hardware: str = "H100 SXM"
     tensor_parallel: int = 4
+    gpus_per_node: int = 8
     batcher: ContinuousBatcherConfig = field(default_factory=ContinuousBatcherConfig)
     ttft_slo_s: float = 2.0
     tpot_slo_s: float = 0.1
@@ -106,6 +109,7 @@ class Product:
 
     def __post_init__(self) -> None:
         check_positive("requests_per_user_per_day", self.requests_per_user_per_day)
+        check_int("gpus_per_node", self.gpus_per_node, minimum=1, maximum=1024)
         check_positive("ttft_slo_s", self.ttft_slo_s)
         check_positive("tpot_slo_s", self.tpot_slo_s)
         check_probability("slo_target", self.slo_target, open_low=True)
@@ -184,6 +188,7 @@ LADDER_COLUMNS: dict[str, str] = {
     "peak_rate_per_s": "requests per second in the busiest hour at those users",
     "replicas": "replicas serving them (all cells for the last phase)",
     "gpus": "GPUs: replicas x tensor parallel",
+    "nodes": "servers of gpus_per_node GPUs holding them (each replica within one server)",
     "max_num_seqs": "the batcher's most running sequences per replica",
     "max_batched_tokens": "the batcher's token budget per iteration",
     "p99_ttft_s": "99th percentile time to first token at the peak",
@@ -235,6 +240,7 @@ def _card(product: Product, phase: Phase, users: float, window_s: float, seed: i
         "peak_rate_per_s": rate,
         "replicas": sizing.replicas * cells,
         "gpus": gpus,
+        "nodes": _nodes(product, sizing.replicas) * cells,
         "max_num_seqs": product.batcher.max_num_seqs,
         "max_batched_tokens": product.batcher.max_batched_tokens,
         "p99_ttft_s": tails["ttft"],
@@ -243,6 +249,12 @@ def _card(product: Product, phase: Phase, users: float, window_s: float, seed: i
         "usd_per_1k_requests": usd_per_1k_requests(gpus, product.usd_per_gpu_hour, rate),
         "usd_per_user_month": gpus * product.usd_per_gpu_hour * HOURS_PER_MONTH / users,
     }
+
+
+def _nodes(product: Product, replicas: int) -> int:
+    """Servers for ``replicas`` replicas, none split across two servers."""
+    per_node = max(product.gpus_per_node // product.tensor_parallel, 1)
+    return math.ceil(replicas / per_node) * math.ceil(product.tensor_parallel / product.gpus_per_node)
 
 
 def _gates(product: Product, upto: int, window_s: float, seed: int) -> list[float]:
@@ -265,14 +277,24 @@ def _phase_card(
 def phase_card(product: Product, users: float, *, window_s: float = 300.0, seed: int = 0) -> pd.Series:
     """The card of ``users`` daily active users: the phase whose range holds them (the last phase
     beyond), its design sized for their peak, and the phase's gate (``LADDER_COLUMNS``)."""
-    users = check_positive("users", users)
+    return phase_cards(product, [check_positive("users", users)], window_s=window_s, seed=seed).iloc[0]
+
+
+def phase_cards(
+    product: Product, users: Sequence[float], *, window_s: float = 300.0, seed: int = 0
+) -> pd.DataFrame:
+    """``phase_card`` of each count in ``users``, the gates bisected once for all (``LADDER_COLUMNS``)."""
+    if isinstance(users, (str, bytes)) or not isinstance(users, Sequence) or not users:
+        raise TypeError(f"users must be a non-empty sequence of user counts, got {users!r}")
+    counts = [check_positive(f"users[{i}]", u) for i, u in enumerate(users)]
     if not product.phases:
         raise ValueError("product.phases is empty: a card needs a phase")
-    tops = [phase.max_users for phase in product.phases]
-    k = next((j for j, top in enumerate(tops) if users <= top), len(tops) - 1)
     window_s = check_positive("window_s", window_s)
-    gates = _gates(product, k, window_s, seed)
-    return pd.Series(_phase_card(product, k, users, gates, window_s, seed))[list(LADDER_COLUMNS)]
+    tops = [phase.max_users for phase in product.phases]
+    ks = [next((j for j, top in enumerate(tops) if u <= top), len(tops) - 1) for u in counts]
+    gates = _gates(product, max(ks), window_s, seed)
+    rows = [_phase_card(product, k, u, gates, window_s, seed) for k, u in zip(ks, counts, strict=True)]
+    return pd.DataFrame(rows)[list(LADDER_COLUMNS)]
 
 
 def ladder_card(product: Product, phase: int, *, window_s: float = 300.0, seed: int = 0) -> pd.Series:
