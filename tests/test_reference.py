@@ -161,3 +161,18 @@ def test_cards_of_many_user_counts_agree_with_one_card_each_and_count_whole_node
         phase_cards(REFERENCE, [3_000, -1])
     with pytest.raises(ValueError, match="gpus_per_node"):
         Product(gpus_per_node=0)
+
+
+def test_the_envelope_inputs_are_the_products_traffic_and_its_replica_at_the_tpot_slo():
+    inputs = REFERENCE.envelope_inputs("FP8", target_utilization=0.8)
+    replica = REFERENCE.envelope("FP8")
+    assert inputs.slots_per_replica == replica["slo_batch"]
+    assert inputs.peak_to_mean == REFERENCE.diurnal.peak
+    assert inputs.gpus_per_replica == REFERENCE.tensor_parallel
+    assert inputs.gpu_hour_usd == REFERENCE.usd_per_gpu_hour
+    assert inputs.target_utilization == 0.8
+    # a request holds its slot for its prefill and an answer of the mean length at the SLO's pace
+    assert REFERENCE.tokens_out.mean_tokens * REFERENCE.tpot_slo_s * 0.9 < inputs.service_s
+    assert inputs.service_s < REFERENCE.tokens_out.mean_tokens * REFERENCE.tpot_slo_s + 1.0
+    with pytest.raises(ValueError, match="target_utilization"):
+        REFERENCE.envelope_inputs(target_utilization=1.5)

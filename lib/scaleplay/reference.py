@@ -31,7 +31,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ._validate import check_int, check_positive, check_probability
-from .capacity import HOURS_PER_MONTH, replica_envelope
+from .capacity import HOURS_PER_MONTH, EnvelopeInputs, replica_envelope
 from .cost import load_prices
 from .experiments import fewest_replicas, slo_attainment, usd_per_1k_requests
 from .metrics import token_latency_percentiles
@@ -164,6 +164,26 @@ class Product:
             tokens_out=self.tokens_out.mean_tokens,
             tpot_slo_s=self.tpot_slo_s,
             max_num_seqs=self.batcher.max_num_seqs,
+        )
+
+    def envelope_inputs(
+        self, format: str = "FP8", *, target_utilization: float = 0.7, wait_probability_target: float = 0.05
+    ) -> EnvelopeInputs:
+        """The coarse chain of ``capacity.envelope`` for this product: a replica's slots are the sequences
+        its batch runs within the TPOT SLO (``envelope(format)["slo_batch"]``), and a request holds its
+        slot for its prefill and its mean answer at that TPOT."""
+        replica = self.envelope(format)
+        if replica["slo_batch"] < 1:
+            raise ValueError(f"no batch of {self.model} in {format} meets tpot_slo_s={self.tpot_slo_s}")
+        return EnvelopeInputs(
+            requests_per_user_per_day=self.requests_per_user_per_day,
+            peak_to_mean=self.diurnal.peak,
+            service_s=float(replica["lone_ttft_s"] + self.tokens_out.mean_tokens * replica["slo_tpot_s"]),
+            slots_per_replica=int(replica["slo_batch"]),
+            target_utilization=target_utilization,
+            gpus_per_replica=self.tensor_parallel,
+            gpu_hour_usd=self.usd_per_gpu_hour,
+            wait_probability_target=wait_probability_target,
         )
 
     @property
