@@ -2,9 +2,10 @@
 
 import math
 
+import numpy as np
 import pytest
 
-from conftest import finishes
+from conftest import finishes, make_arrivals
 from scaleplay import queueing
 from scaleplay.capacity import (
     HOURS_PER_MONTH,
@@ -13,9 +14,12 @@ from scaleplay.capacity import (
     envelope,
     envelope_table,
     fleet_at_load,
+    mean_tpot_s,
+    prefill_s_per_request,
     replica_envelope,
     staffing_table,
 )
+from scaleplay.simulator import ContinuousBatcherConfig, PlatformConfig, PoolConfig, simulate
 from scaleplay.steptime import load_step_profile
 
 
@@ -137,43 +141,65 @@ def test_staffing_table_names_its_loads():
 
 # --- the continuous-batching replica's envelope -------------------------------------------------------
 
-
 STEP_70B = load_step_profile("h100-80gb", "Llama-3.1-70B", 4)
+KV_TOKENS = ContinuousBatcherConfig().kv_blocks(STEP_70B) * ContinuousBatcherConfig().block_tokens
+SHAPE = {"tokens_in": 1500.0, "tokens_out": 200.0}
 
 
 def envelope_of(**changes):
-    args = {"kv_tokens": 400_000, "tokens_in": 1000.0, "tokens_out": 200.0, "tpot_slo_s": 0.1, **changes}
-    return replica_envelope(STEP_70B, **args)
+    return replica_envelope(STEP_70B, **{"kv_tokens": KV_TOKENS, "tpot_slo_s": 0.1, **SHAPE, **changes})
 
 
-def test_the_slo_batch_is_the_largest_whose_iteration_meets_the_tpot_slo():
+def tpot_at(rate, **changes):
+    return mean_tpot_s(STEP_70B, rate, **{"kv_tokens": KV_TOKENS, **SHAPE, **changes})
+
+
+def test_the_envelope_fields_and_the_load_at_the_tpot_slo():
     e = envelope_of()
     assert list(e.index) == list(REPLICA_ENVELOPE_FIELDS)
-    b = int(e["slo_batch"])
-    assert 1 <= b < e["batch_limit"]
-
-    def iteration_s(batch):
-        return STEP_70B.step_time_s(round(batch * 1000 / 200), batch, batch * 1100.0)
-
-    assert iteration_s(b) == pytest.approx(e["slo_tpot_s"]) and iteration_s(b) <= 0.1 < iteration_s(b + 1)
-    assert e["slo_rate_per_s"] == pytest.approx(b / (200 * iteration_s(b)))
+    assert e["kv_sequences"] == KV_TOKENS // 1600 and e["batch_limit"] == min(e["kv_sequences"], 256)
+    assert 0 < e["slo_rate_per_s"] < e["max_rate_per_s"]
+    assert tpot_at(e["slo_rate_per_s"]) == pytest.approx(0.1, rel=1e-4)  # the mean TPOT sits on the SLO
+    assert e["slo_batch"] == pytest.approx(e["slo_rate_per_s"] * 200 * 0.1)  # Little's law
     assert e["slo_output_tokens_per_s"] == pytest.approx(200 * e["slo_rate_per_s"])
-    assert e["max_rate_per_s"] > e["slo_rate_per_s"]
-    assert e["lone_ttft_s"] == pytest.approx(STEP_70B.prefill_time_s(1, 1000))
-    assert e["lone_tpot_s"] == pytest.approx(STEP_70B.decode_step_time_s(1, 1100.0))
+    assert e["lone_ttft_s"] == pytest.approx(STEP_70B.prefill_time_s(1, 1500))
+    assert e["lone_tpot_s"] == pytest.approx(STEP_70B.decode_step_time_s(1, 1600.0))
 
 
-def test_the_kv_cache_and_max_num_seqs_bound_the_batch():
-    assert envelope_of(kv_tokens=11_000)["kv_sequences"] == 10
-    small = envelope_of(kv_tokens=11_000, tpot_slo_s=10.0)
-    assert small["batch_limit"] == small["slo_batch"] == 10
-    assert envelope_of(max_num_seqs=4, tpot_slo_s=10.0)["slo_batch"] == 4
-    assert envelope_of(kv_tokens=500)["batch_limit"] == 0  # not even one sequence fits
+def test_mean_tpot_grows_with_load_from_the_lone_step_until_the_replica_cannot_carry_it():
+    tpots = [tpot_at(r) for r in (0.0, 0.5, 1.0, 2.0, 3.0)]
+    assert tpots[0] == pytest.approx(envelope_of()["lone_tpot_s"])
+    assert all(a < b for a, b in zip(tpots, tpots[1:], strict=False))
+    too_many = 1.01 / prefill_s_per_request(STEP_70B, **SHAPE)  # more prefill than a second holds
+    assert tpot_at(too_many) == math.inf
+    assert tpot_at(1.01 * envelope_of()["max_rate_per_s"]) == math.inf  # more sequences than it holds
 
 
-def test_an_slo_no_batch_meets_gives_no_rate():
-    e = envelope_of(tpot_slo_s=1e-4)
-    assert e["slo_batch"] == 0 and e["slo_rate_per_s"] == 0 and math.isnan(e["slo_tpot_s"])
+def test_max_num_seqs_and_the_kv_cache_bound_the_batch_and_the_load():
+    capped = envelope_of(max_num_seqs=8)
+    assert capped["batch_limit"] == 8 and capped["max_rate_per_s"] < envelope_of()["max_rate_per_s"]
+    assert tpot_at(1.01 * capped["max_rate_per_s"], max_num_seqs=8) == math.inf
+    assert envelope_of(kv_tokens=16_000)["kv_sequences"] == 10
+    assert envelope_of(kv_tokens=500)["slo_rate_per_s"] == 0  # not even one sequence fits
+
+
+def test_smaller_prompt_chunks_cost_less_per_prompt():
+    small = prefill_s_per_request(STEP_70B, **SHAPE, max_batched_tokens=512)
+    assert small < prefill_s_per_request(STEP_70B, **SHAPE)
+
+
+def test_an_slo_below_a_lone_step_gives_no_load():
+    assert envelope_of(tpot_slo_s=1e-4)["slo_rate_per_s"] == 0
+
+
+@pytest.mark.parametrize(("budget", "rate", "seed"), [(8192, 1.5, 5), (512, 2.0, 6)])
+def test_the_envelope_is_the_engines_mean_tpot(budget, rate, seed):
+    rng = np.random.default_rng(seed)
+    arrivals = make_arrivals(np.cumsum(rng.exponential(1 / rate, 1500)), tokens_in=1500, tokens_out=200)
+    batcher = ContinuousBatcherConfig(max_batched_tokens=budget)
+    log = simulate(arrivals, PlatformConfig(PoolConfig(1, STEP_70B, batcher)), seed=seed).log
+    simulated = log.loc[log.outcome == "completed", "tpot_s"].mean()
+    assert simulated == pytest.approx(tpot_at(rate, max_batched_tokens=budget), rel=0.05)
 
 
 @pytest.mark.parametrize(
@@ -185,10 +211,17 @@ def test_an_slo_no_batch_meets_gives_no_rate():
         ({"tokens_out": 0.0}, ValueError, "tokens_out"),
         ({"tpot_slo_s": float("nan")}, ValueError, "tpot_slo_s"),
         ({"max_num_seqs": 0}, ValueError, "max_num_seqs"),
+        ({"max_batched_tokens": 1}, ValueError, "max_batched_tokens"),
     ],
 )
 def test_bad_envelope_input_is_refused(changes, error, match):
     with pytest.raises(error, match=match):
         envelope_of(**changes)
+
+
+@pytest.mark.parametrize("rate", [-1.0, float("inf"), "fast"])
+def test_mean_tpot_refuses_a_bad_rate_and_a_foreign_step(rate):
+    with pytest.raises((ValueError, TypeError), match="rate_per_s"):
+        tpot_at(rate)
     with pytest.raises(TypeError, match="step must be a StepTimeModel"):
         replica_envelope("H100", kv_tokens=1, tokens_in=1.0, tokens_out=1.0, tpot_slo_s=1.0)

@@ -12,6 +12,7 @@ import pytest
 from scaleplay.experiments import slo_attainment
 from scaleplay.reference import (
     LADDER_COLUMNS,
+    MIN_PEAK_REQUESTS,
     REFERENCE,
     Phase,
     Product,
@@ -54,7 +55,7 @@ def test_the_gate_is_where_the_largest_fleet_stops_meeting_the_slo():
     gate = gate_users(SMALL, phase, window_s=WINDOW_S, seed=3)
 
     def share(users: float) -> float:
-        arrivals = SMALL.peak_arrivals(users, WINDOW_S, 3)
+        arrivals = SMALL.sizing_arrivals(users, WINDOW_S, 3)
         log = simulate(arrivals, SMALL.platform(phase, 1), seed=3).log
         return slo_attainment(log, SMALL.ttft_slo_s, SMALL.tpot_slo_s)
 
@@ -166,7 +167,7 @@ def test_cards_of_many_user_counts_agree_with_one_card_each_and_count_whole_node
 def test_the_envelope_inputs_are_the_products_traffic_and_its_replica_at_the_tpot_slo():
     inputs = REFERENCE.envelope_inputs("FP8", target_utilization=0.8)
     replica = REFERENCE.envelope("FP8")
-    assert inputs.slots_per_replica == replica["slo_batch"]
+    assert inputs.slots_per_replica == math.floor(replica["slo_batch"])
     assert inputs.peak_to_mean == REFERENCE.diurnal.peak
     assert inputs.gpus_per_replica == REFERENCE.tensor_parallel
     assert inputs.gpu_hour_usd == REFERENCE.usd_per_gpu_hour
@@ -176,3 +177,14 @@ def test_the_envelope_inputs_are_the_products_traffic_and_its_replica_at_the_tpo
     assert inputs.service_s < REFERENCE.tokens_out.mean_tokens * REFERENCE.tpot_slo_s + 1.0
     with pytest.raises(ValueError, match="target_utilization"):
         REFERENCE.envelope_inputs(target_utilization=1.5)
+
+
+def test_a_slow_peak_is_sized_on_a_window_holding_enough_requests():
+    slow, fast = 1_000, 1_000_000
+    assert REFERENCE.sizing_window_s(fast, 300.0) == 300.0
+    stretched = REFERENCE.sizing_window_s(slow, 300.0)
+    assert stretched == pytest.approx(MIN_PEAK_REQUESTS / REFERENCE.peak_rate_per_s(slow))
+    arrivals = REFERENCE.sizing_arrivals(slow, 300.0, seed=1)
+    assert len(arrivals) == pytest.approx(MIN_PEAK_REQUESTS, rel=0.05)
+    with pytest.raises(ValueError, match="window_s"):
+        REFERENCE.sizing_window_s(slow, 0.0)

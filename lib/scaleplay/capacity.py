@@ -9,8 +9,8 @@ fixed-utilization rule it sizes the fleet by Erlang C for a target chance of wai
 square-root staffing shows: the bigger the fleet, the hotter it can run.
 
 ``replica_envelope`` is the same first step for a continuous-batching replica of an LLM, on tokens:
-its KV cache, the batch it can hold, the batch whose iteration keeps the time per output token within
-an SLO, and the requests a second it then completes.
+its KV cache, the batch it can hold, what its prompts cost the iterations they ride in, and the load
+at which the mean time per output token reaches an SLO (``mean_tpot_s``).
 
 Each replica is modelled as ``slots_per_replica`` servers of an M/M/c queue whose service time is the
 request's time on the model, so ``slots_per_replica / service_s`` is a replica's throughput. That is
@@ -25,9 +25,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import optimize
 
 from . import queueing
-from ._validate import _kind, _show, check_int, check_non_negative, check_positive, check_probability
+from ._validate import (
+    _kind,
+    _show,
+    check_int,
+    check_non_negative,
+    check_positive,
+    check_probability,
+    check_range,
+)
 from .queueing import MAX_SERVERS
 from .steptime import StepTimeModel
 
@@ -38,6 +47,8 @@ __all__ = [
     "envelope_table",
     "staffing_table",
     "REPLICA_ENVELOPE_FIELDS",
+    "prefill_s_per_request",
+    "mean_tpot_s",
     "replica_envelope",
     "SECONDS_PER_DAY",
     "HOURS_PER_MONTH",
@@ -234,12 +245,87 @@ REPLICA_ENVELOPE_FIELDS: dict[str, str] = {
     "batch_limit": "the most sequences a replica runs: the smaller of kv_sequences and max_num_seqs",
     "lone_ttft_s": "time to first token of a lone request: its prompt's prefill",
     "lone_tpot_s": "time per output token of a lone request: a decode step of one",
-    "slo_batch": "the largest steady batch whose iteration stays within tpot_slo_s (0: none does)",
-    "slo_tpot_s": "the iteration time, so the time per output token, at slo_batch",
-    "slo_rate_per_s": "requests a second the replica completes at slo_batch",
-    "slo_output_tokens_per_s": "output tokens a second at slo_batch",
-    "max_rate_per_s": "requests a second at batch_limit, whatever the time per output token",
+    "decode_slo_batch": "the largest batch whose decode step alone stays within tpot_slo_s (0: none)",
+    "decode_only_rate_per_s": "requests a second that batch would serve if prompts cost nothing",
+    "prefill_s_per_request": "seconds the mean prompt adds to the iterations it rides in",
+    "slo_rate_per_s": "requests a second at which the mean time per output token reaches tpot_slo_s",
+    "slo_batch": "sequences decoding at that load (Little's law: rate x tokens_out x tpot_slo_s)",
+    "slo_output_tokens_per_s": "output tokens a second at that load",
+    "max_rate_per_s": "requests a second at which the batch reaches batch_limit, whatever the TPOT",
 }
+
+
+def _shape(step: object, tokens_in: object, tokens_out: object) -> tuple[float, float]:
+    if not isinstance(step, StepTimeModel):
+        raise TypeError(f"step must be a StepTimeModel, got {_kind(step)}")
+    return check_positive("tokens_in", tokens_in), check_positive("tokens_out", tokens_out)
+
+
+def prefill_s_per_request(
+    step: StepTimeModel, *, tokens_in: float, tokens_out: float, max_batched_tokens: int = 8192
+) -> float:
+    """Seconds a prompt of ``tokens_in`` tokens adds to the iterations it rides in. A continuous
+    batcher fills each iteration's spare token budget (``max_batched_tokens``) with waiting prompt
+    tokens, so a prompt goes in budget-sized chunks, each costing the step with the chunk less the
+    step without it (a big chunk is compute-bound: it does not hide under the weight read)."""
+    tokens_in, tokens_out = _shape(step, tokens_in, tokens_out)
+    budget = check_int("max_batched_tokens", max_batched_tokens, minimum=2, maximum=10**7)
+    chunk = budget - 1  # beside one decoding sequence
+    context = tokens_in + tokens_out / 2
+    per_token = (step.step_time_s(chunk, 1, context + chunk) - step.step_time_s(0, 1, context)) / chunk
+    return float(tokens_in * per_token)
+
+
+def _decode_steps_s(step: StepTimeModel, limit: int, per_sequence: float) -> np.ndarray:
+    batches = np.arange(1, limit + 1, dtype=float)
+    return np.asarray(step.decode_step_time_s(batches, batches * per_sequence))
+
+
+def _limit(kv_tokens: int, per_sequence: float, max_num_seqs: int) -> tuple[int, int]:
+    kv_sequences = int(kv_tokens // per_sequence)
+    return kv_sequences, min(kv_sequences, max_num_seqs)
+
+
+def mean_tpot_s(
+    step: StepTimeModel,
+    rate_per_s: float,
+    *,
+    kv_tokens: int,
+    tokens_in: float,
+    tokens_out: float,
+    max_num_seqs: int = 256,
+    max_batched_tokens: int = 8192,
+) -> float:
+    """The mean time per output token of one replica at ``rate_per_s`` requests a second of the mean
+    request: the fixed point of ``T = decode_step(B) / (1 - rate x prefill_s_per_request)`` with
+    ``B = rate x tokens_out x T`` sequences decoding (Little's law), the prompts taking their share of
+    every second. ``inf`` when the load needs more sequences than the replica holds or more prefill
+    than a second has."""
+    tokens_in, tokens_out = _shape(step, tokens_in, tokens_out)
+    rate_per_s = check_range("rate_per_s", rate_per_s, 0.0, 1e9, unit=" requests/s")
+    kv_tokens = check_int("kv_tokens", kv_tokens, minimum=1, maximum=10**12)
+    max_num_seqs = check_int("max_num_seqs", max_num_seqs, minimum=1, maximum=100_000)
+    per_sequence = tokens_in + tokens_out / 2
+    _, limit = _limit(kv_tokens, per_sequence, max_num_seqs)
+    prefill_s = prefill_s_per_request(
+        step, tokens_in=tokens_in, tokens_out=tokens_out, max_batched_tokens=max_batched_tokens
+    )
+    spare = 1.0 - rate_per_s * prefill_s
+    if limit < 1 or spare <= 0:
+        return math.inf
+    steps_s = _decode_steps_s(step, limit, per_sequence)
+    batches = np.arange(1, limit + 1, dtype=float)
+
+    def excess(tpot_s: float) -> float:
+        batch = min(max(rate_per_s * tokens_out * tpot_s, 1.0), float(limit))
+        return float(np.interp(batch, batches, steps_s)) / spare - tpot_s
+
+    low, high = steps_s[0] / spare, steps_s[-1] / spare
+    if high <= low or excess(high) >= 0:  # the batch is at its limit: the step can grow no more
+        tpot = high
+    else:  # excess(low) >= 0 > excess(high), one root: the step is convex in the batch
+        tpot = optimize.brentq(excess, low, high, xtol=1e-12)
+    return math.inf if rate_per_s * tokens_out * tpot > limit * (1 + 1e-9) else float(tpot)
 
 
 def replica_envelope(
@@ -250,35 +336,46 @@ def replica_envelope(
     tokens_out: float,
     tpot_slo_s: float,
     max_num_seqs: int = 256,
+    max_batched_tokens: int = 8192,
 ) -> pd.Series:
     """The back of the envelope of a continuous-batching replica serving the mean request
     (``tokens_in`` prompt tokens, ``tokens_out`` answer tokens) in steady state (``REPLICA_ENVELOPE_FIELDS``).
 
-    A decoding request holds its prompt and on average half its answer in the KV cache, so at most
-    ``kv_tokens / (tokens_in + tokens_out / 2)`` sequences fit. With ``B`` sequences decoding and
-    requests starting as fast as they finish, each iteration ends ``B / tokens_out`` requests and so
-    prefills as many new prompts (chunked prefill spreads them over iterations):
-    ``B tokens_in / tokens_out`` prompt tokens beside its ``B`` decode tokens. That iteration's time
-    is every sequence's time per output token; the largest ``B`` keeping it within ``tpot_slo_s`` is
-    the batch at the SLO, where the replica completes ``B / (tokens_out x iteration)`` requests a second.
-    Queueing for the first token is left out: the simulation adds it.
+    A decoding request holds its prompt and on average half its answer in the KV cache, which bounds
+    the batch. Each iteration decodes one token of every running sequence and fills its spare token
+    budget with prompt chunks (``prefill_s_per_request``); ``mean_tpot_s`` balances the two, and the
+    load at which the mean time per output token reaches ``tpot_slo_s`` is what the replica serves at
+    the SLO. It is a mean: a p99 over requests that meet long prompt chunks binds at a lower load, and
+    queueing for the first token is left out; the simulation adds both.
     """
-    if not isinstance(step, StepTimeModel):
-        raise TypeError(f"step must be a StepTimeModel, got {_kind(step)}")
+    tokens_in, tokens_out = _shape(step, tokens_in, tokens_out)
     kv_tokens = check_int("kv_tokens", kv_tokens, minimum=1, maximum=10**12)
-    tokens_in = check_positive("tokens_in", tokens_in)
-    tokens_out = check_positive("tokens_out", tokens_out)
     tpot_slo_s = check_positive("tpot_slo_s", tpot_slo_s)
     max_num_seqs = check_int("max_num_seqs", max_num_seqs, minimum=1, maximum=100_000)
+    prefill_s = prefill_s_per_request(
+        step, tokens_in=tokens_in, tokens_out=tokens_out, max_batched_tokens=max_batched_tokens
+    )
     per_sequence = tokens_in + tokens_out / 2
-    kv_sequences = int(kv_tokens // per_sequence)
-    limit = min(kv_sequences, max_num_seqs)
-    batch = np.arange(1, max(limit, 1) + 1)
-    prompt_tokens = np.rint(batch * tokens_in / tokens_out)
-    iteration_s = np.asarray(step.step_time_s(prompt_tokens, batch, batch * per_sequence))
-    rate_per_s = batch / (tokens_out * iteration_s)
-    within = np.flatnonzero((iteration_s <= tpot_slo_s) & (batch <= limit))
-    k = int(within[-1]) if len(within) else -1
+    kv_sequences, limit = _limit(kv_tokens, per_sequence, max_num_seqs)
+    shape = {"kv_tokens": kv_tokens, "tokens_in": tokens_in, "tokens_out": tokens_out,
+             "max_num_seqs": max_num_seqs, "max_batched_tokens": max_batched_tokens}  # fmt: skip
+    lone_tpot_s = float(step.decode_step_time_s(1, per_sequence))
+    rate = max_rate = decode_only = 0.0
+    decode_batch = 0
+    if limit >= 1:  # at the batch limit B: B (1 - r p) = r tokens_out step(B)
+        steps_s = _decode_steps_s(step, limit, per_sequence)
+        within = np.flatnonzero(steps_s <= tpot_slo_s)
+        if len(within):
+            decode_batch = int(within[-1]) + 1
+            decode_only = decode_batch / (tokens_out * float(steps_s[decode_batch - 1]))
+        last_step_s = float(steps_s[-1])
+        max_rate = limit / (tokens_out * last_step_s + limit * prefill_s)
+        if lone_tpot_s <= tpot_slo_s:
+
+            def gap(r: float) -> float:
+                return min(mean_tpot_s(step, r, **shape), 2 * tpot_slo_s) - tpot_slo_s
+
+            rate = max_rate if gap(max_rate) <= 0 else optimize.brentq(gap, 0.0, max_rate, xtol=1e-9)
     return pd.Series(
         {
             "kv_tokens": float(kv_tokens),
@@ -286,11 +383,13 @@ def replica_envelope(
             "kv_sequences": float(kv_sequences),
             "batch_limit": float(limit),
             "lone_ttft_s": float(step.prefill_time_s(1, round(tokens_in))),
-            "lone_tpot_s": float(step.decode_step_time_s(1, per_sequence)),
-            "slo_batch": float(batch[k]) if k >= 0 else 0.0,
-            "slo_tpot_s": float(iteration_s[k]) if k >= 0 else math.nan,
-            "slo_rate_per_s": float(rate_per_s[k]) if k >= 0 else 0.0,
-            "slo_output_tokens_per_s": float(rate_per_s[k] * tokens_out) if k >= 0 else 0.0,
-            "max_rate_per_s": float(rate_per_s[limit - 1]) if limit >= 1 else 0.0,
+            "lone_tpot_s": lone_tpot_s,
+            "decode_slo_batch": float(decode_batch),
+            "decode_only_rate_per_s": decode_only,
+            "prefill_s_per_request": prefill_s,
+            "slo_rate_per_s": rate,
+            "slo_batch": rate * tokens_out * tpot_slo_s,
+            "slo_output_tokens_per_s": rate * tokens_out,
+            "max_rate_per_s": max_rate,
         }
     )

@@ -19,6 +19,11 @@ its p99 TTFT and TPOT, and its cost per 1,000 requests and per user and month (t
 peak, held all month). The last phase grows by **cells**: copies of the previous phase's largest
 fleet, each serving up to that phase's gate, so it has no gate in the book's range. ``phase_card``
 gives the card of any user count: the phase whose range holds it, sized for exactly that peak.
+
+**How long a peak is simulated** (``sizing_arrivals``): ``window_s`` seconds, stretched where the peak
+is slow so that the window holds at least ``MIN_PEAK_REQUESTS`` requests. A 99% target leaves 1% of
+the window's requests to miss; in five minutes of a one-replica product's peak that is five requests,
+and whether the fleet "meets" the SLO would turn on a handful of long prompts.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ._validate import check_int, check_positive, check_probability
-from .capacity import HOURS_PER_MONTH, EnvelopeInputs, replica_envelope
+from .capacity import HOURS_PER_MONTH, EnvelopeInputs, mean_tpot_s, replica_envelope
 from .cost import load_prices
 from .experiments import fewest_replicas, slo_attainment, usd_per_1k_requests
 from .metrics import token_latency_percentiles
@@ -53,6 +58,7 @@ __all__ = [
     "Product",
     "REFERENCE",
     "LADDER_COLUMNS",
+    "MIN_PEAK_REQUESTS",
     "gate_users",
     "card_table",
     "ladder_card",
@@ -62,6 +68,8 @@ __all__ = [
 ]
 
 SECONDS_PER_DAY = 86_400.0
+#: The fewest requests a sized peak holds (``sizing_arrivals``): 1% of them is 60 requests.
+MIN_PEAK_REQUESTS = 6_000
 #: Weight and compute formats a design may use: (weights dtype, compute precision).
 FORMATS: dict[str, tuple[str, str]] = {"BF16": ("bf16", "bf16"), "FP8": ("fp8", "fp8")}
 
@@ -141,6 +149,16 @@ class Product:
         workload = Workload(daily, requests_per_user_per_day=1.0, classes=classes, diurnal=FLAT)
         return generate_arrivals(workload, window_s, seed=seed)
 
+    def sizing_window_s(self, users: float, window_s: float) -> float:
+        """Seconds of the peak that sizing simulates: ``window_s``, or longer where the peak is slow, so
+        that it holds ``MIN_PEAK_REQUESTS`` requests on average."""
+        rate = self.peak_rate_per_s(check_positive("users", users))
+        return max(check_positive("window_s", window_s), MIN_PEAK_REQUESTS / rate)
+
+    def sizing_arrivals(self, users: float, window_s: float, seed: int) -> pd.DataFrame:
+        """The peak arrivals every card and gate is sized on (``sizing_window_s`` seconds of them)."""
+        return self.peak_arrivals(users, self.sizing_window_s(users, window_s), seed)
+
     def step(self, format: str = "BF16") -> StepTimeModel:
         """The model's step time on one replica in ``format`` (``FORMATS``)."""
         dtype, precision = FORMATS[format]
@@ -153,32 +171,46 @@ class Product:
         pool = PoolConfig(replicas, self.step(phase.format), self.batcher, policy=phase.policy)
         return PlatformConfig(pool)
 
-    def envelope(self, format: str = "BF16") -> pd.Series:
-        """The back of the envelope of one replica in ``format`` serving the product's mean request at its
-        TPOT SLO (``capacity.replica_envelope``; the KV cache as the batcher sizes it)."""
+    def _replica(self, format: str, changes: dict) -> dict:
         step = self.step(format)
-        return replica_envelope(
-            step,
-            kv_tokens=self.batcher.kv_blocks(step) * self.batcher.block_tokens,
-            tokens_in=self.tokens_in.mean_tokens,
-            tokens_out=self.tokens_out.mean_tokens,
-            tpot_slo_s=self.tpot_slo_s,
-            max_num_seqs=self.batcher.max_num_seqs,
-        )
+        args = {
+            "kv_tokens": self.batcher.kv_blocks(step) * self.batcher.block_tokens,
+            "tokens_in": self.tokens_in.mean_tokens,
+            "tokens_out": self.tokens_out.mean_tokens,
+            "max_num_seqs": self.batcher.max_num_seqs,
+            "max_batched_tokens": self.batcher.max_batched_tokens,
+        }
+        unknown = sorted(set(changes) - set(args) - {"tpot_slo_s"})
+        if unknown:
+            raise TypeError(f"changes may set {sorted([*args, 'tpot_slo_s'])}, got {unknown}")
+        return {"step": step, **args, **changes}
+
+    def envelope(self, format: str = "BF16", **changes: float) -> pd.Series:
+        """The back of the envelope of one replica in ``format`` serving the product's mean request at its
+        TPOT SLO (``capacity.replica_envelope``; the KV cache as the batcher sizes it). ``changes`` replace
+        its inputs: ``tokens_in``, ``tokens_out``, ``tpot_slo_s``, ``max_num_seqs``, ``max_batched_tokens``,
+        ``kv_tokens``."""
+        return replica_envelope(**{"tpot_slo_s": self.tpot_slo_s, **self._replica(format, changes)})
+
+    def mean_tpot_s(self, rate_per_s: float, format: str = "BF16", **changes: float) -> float:
+        """The envelope's mean time per output token of one replica in ``format`` at ``rate_per_s``
+        requests a second (``capacity.mean_tpot_s``; ``changes`` as for ``envelope``)."""
+        args = self._replica(format, changes)
+        return mean_tpot_s(args.pop("step"), rate_per_s, **args)
 
     def envelope_inputs(
         self, format: str = "FP8", *, target_utilization: float = 0.7, wait_probability_target: float = 0.05
     ) -> EnvelopeInputs:
         """The coarse chain of ``capacity.envelope`` for this product: a replica's slots are the sequences
-        its batch runs within the TPOT SLO (``envelope(format)["slo_batch"]``), and a request holds its
-        slot for its prefill and its mean answer at that TPOT."""
+        it runs when its mean TPOT is at the SLO (``envelope(format)["slo_batch"]``), and a request holds
+        its slot for its prefill and its mean answer at that TPOT."""
         replica = self.envelope(format)
         if replica["slo_batch"] < 1:
             raise ValueError(f"no batch of {self.model} in {format} meets tpot_slo_s={self.tpot_slo_s}")
         return EnvelopeInputs(
             requests_per_user_per_day=self.requests_per_user_per_day,
             peak_to_mean=self.diurnal.peak,
-            service_s=float(replica["lone_ttft_s"] + self.tokens_out.mean_tokens * replica["slo_tpot_s"]),
+            service_s=float(replica["lone_ttft_s"] + self.tokens_out.mean_tokens * self.tpot_slo_s),
             slots_per_replica=int(replica["slo_batch"]),
             target_utilization=target_utilization,
             gpus_per_replica=self.tensor_parallel,
@@ -221,7 +253,7 @@ LADDER_COLUMNS: dict[str, str] = {
 
 
 def _attains(product: Product, phase: Phase, users: float, replicas: int, window_s: float, seed: int) -> bool:
-    arrivals = product.peak_arrivals(users, window_s, seed)
+    arrivals = product.sizing_arrivals(users, window_s, seed)
     log = simulate(arrivals, product.platform(phase, replicas), seed=seed).log
     return slo_attainment(log, product.ttft_slo_s, product.tpot_slo_s) >= product.slo_target
 
@@ -244,7 +276,7 @@ def gate_users(product: Product, phase: Phase, *, window_s: float, seed: int, re
 
 
 def _card(product: Product, phase: Phase, users: float, window_s: float, seed: int, cells: int = 1) -> dict:
-    arrivals = product.peak_arrivals(users / cells, window_s, seed)
+    arrivals = product.sizing_arrivals(users / cells, window_s, seed)
     sizing = fewest_replicas(
         arrivals, product.platform(phase), ttft_slo_s=product.ttft_slo_s, tpot_slo_s=product.tpot_slo_s,
         target=product.slo_target, seed=seed, max_replicas=phase.max_replicas or 100_000,
