@@ -15,6 +15,14 @@ p99 is the replication's p99, never a percentile of pooled logs), and a design p
 the mean over independent replications with a Student t confidence interval
 (``metrics.replication_ci``). Replication ``r`` of seed ``s`` runs on its own seed
 (``replication_seed``), drawn from the seed tree so that no two replications share a stream.
+
+**Sweeps** (``attainment_sweep``): one design at a range of loads, each load summarised by that
+convention (or, with one replication, run on the seed itself, as ``reference.gate_users`` runs it),
+and ``first_miss``: the first load of a sweep whose share at the SLO falls below the target.
+
+**A feature fetch behind a cache** (``feature_fetch``): the ``IngestionConfig`` of a platform whose
+cache misses read a database shared with other readers, an M/M/1 queue at the load they bring
+(``database_utilization``).
 """
 
 from __future__ import annotations
@@ -26,12 +34,20 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ._validate import MAX_REPLICAS, _kind, check_int, check_positive, check_probability
+from ._validate import (
+    MAX_REPLICAS,
+    _kind,
+    check_int,
+    check_non_negative,
+    check_positive,
+    check_probability,
+    check_seconds,
+)
 from .cost import SECONDS_PER_HOUR
 from .disagg import DisaggregatedConfig, DisaggregatedResult, simulate_disaggregated
-from .metrics import replication_ci, token_slo_met
+from .metrics import outcome_shares, replication_ci, token_latency_percentiles, token_slo_met
 from .rng import seed_sequence
-from .simulator import PlatformConfig, SimulationResult, simulate
+from .simulator import IngestionConfig, PlatformConfig, SimulationResult, simulate
 
 __all__ = [
     "slo_attainment",
@@ -43,6 +59,11 @@ __all__ = [
     "Replications",
     "replication_seed",
     "replicate",
+    "SWEEP_STATISTICS",
+    "attainment_sweep",
+    "first_miss",
+    "database_utilization",
+    "feature_fetch",
 ]
 
 #: The most replications ``replicate`` runs: enough for any interval, few enough to stay bounded.
@@ -212,3 +233,146 @@ def replicate(
         summary[name] = {"mean": mean, "half_width": half, "low": mean - half, "high": mean + half,
                          "replications": replications}  # fmt: skip
     return Replications(runs, pd.DataFrame.from_dict(summary, orient="index")[list(REPLICATION_COLUMNS)])
+
+
+#: The statistics of one run that ``attainment_sweep`` reports at each load.
+SWEEP_STATISTICS: dict[str, str] = {
+    "attainment": "share of the arrived requests served within both token SLOs (slo_attainment)",
+    "p50_ttft_s": "median time to first token of the completed requests",
+    "p99_ttft_s": "99th percentile time to first token of the completed requests",
+    "p50_tpot_s": "median time per output token of the completed requests",
+    "p99_tpot_s": "99th percentile time per output token of the completed requests",
+    "refused_share": "share of the arrived requests rejected or timed out",
+}
+
+
+def _sweep_run(
+    arrivals_at: Callable[[float, int], pd.DataFrame],
+    platform: PlatformConfig,
+    load: float,
+    ttft_slo_s: float,
+    tpot_slo_s: float,
+) -> Callable[[int], dict[str, float]]:
+    def run(seed: int) -> dict[str, float]:
+        arrivals = arrivals_at(load, seed)
+        if not isinstance(arrivals, pd.DataFrame):
+            raise TypeError(f"arrivals_at must return an arrivals DataFrame, got {_kind(arrivals)}")
+        log = simulate(arrivals, platform, seed=seed).log
+        tails = token_latency_percentiles(log[log["outcome"] == "completed"], quantiles=(0.5, 0.99))
+        shares = outcome_shares(log)
+        return {
+            "attainment": slo_attainment(log, ttft_slo_s, tpot_slo_s),
+            "p50_ttft_s": tails.loc["ttft", "p50_s"],
+            "p99_ttft_s": tails.loc["ttft", "p99_s"],
+            "p50_tpot_s": tails.loc["tpot", "p50_s"],
+            "p99_tpot_s": tails.loc["tpot", "p99_s"],
+            "refused_share": float(shares["rejected"] + shares["timed_out"]),
+        }
+
+    return run
+
+
+def attainment_sweep(
+    arrivals_at: Callable[[float, int], pd.DataFrame],
+    platform: PlatformConfig,
+    loads: object,
+    *,
+    ttft_slo_s: float,
+    tpot_slo_s: float,
+    seed: int,
+    replications: int = 1,
+    target: float = 0.99,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """One design (``platform``, a continuous-batching pool) at each of ``loads`` (increasing positive
+    numbers: users, requests a second, whatever ``arrivals_at(load, seed)`` turns into arrivals).
+
+    One row per load, indexed ``load``: each of ``SWEEP_STATISTICS``, its ``<name>_half_width`` and
+    ``meets`` (the attainment reaches ``target``). With ``replications`` >= 2 each load is
+    ``replicate``'s mean over independent replications with its Student t half-width; with one, the
+    run is on ``seed`` itself (arrivals and engine), as ``reference.gate_users`` runs it, and the
+    half-widths are NaN."""
+    if not callable(arrivals_at):
+        raise TypeError(f"arrivals_at must be a callable (load, seed) -> arrivals, got {_kind(arrivals_at)}")
+    if not isinstance(platform, PlatformConfig):
+        raise TypeError(f"platform must be a PlatformConfig, got {_kind(platform)}")
+    if not platform.pool.continuous:
+        raise ValueError("platform.pool must have a ContinuousBatcherConfig: the SLO is on tokens")
+    if isinstance(loads, (str, bytes)) or not hasattr(loads, "__len__"):
+        raise TypeError(f"loads must be a list of positive numbers, got {_kind(loads)}")
+    loads = [check_positive(f"loads[{k}]", load) for k, load in enumerate(loads)]
+    if not loads:
+        raise ValueError("loads must hold at least one load, got none")
+    if any(b <= a for a, b in zip(loads, loads[1:], strict=False)):
+        raise ValueError(f"loads must increase strictly, got {loads}")
+    ttft_slo_s = check_positive("ttft_slo_s", ttft_slo_s)
+    tpot_slo_s = check_positive("tpot_slo_s", tpot_slo_s)
+    seed = check_int("seed", seed, minimum=0)
+    replications = check_int("replications", replications, minimum=1, maximum=MAX_REPLICATIONS)
+    target = check_probability("target", target, open_low=True)
+    rows = {}
+    for load in loads:
+        run = _sweep_run(arrivals_at, platform, load, ttft_slo_s, tpot_slo_s)
+        if replications == 1:
+            stats = run(seed)
+            rows[load] = {**stats, **{f"{name}_half_width": np.nan for name in stats}}
+        else:
+            summary = replicate(run, replications, seed=seed, confidence=confidence).summary
+            rows[load] = {**summary["mean"], **summary["half_width"].add_suffix("_half_width")}
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("load")
+    columns = [*SWEEP_STATISTICS, *(f"{name}_half_width" for name in SWEEP_STATISTICS)]
+    table = table[columns]
+    table["meets"] = table["attainment"] >= target
+    return table
+
+
+def first_miss(sweep: pd.DataFrame) -> float:
+    """The first load of an ``attainment_sweep`` that misses its target (NaN when every load meets it)."""
+    if not isinstance(sweep, pd.DataFrame) or "meets" not in sweep.columns:
+        raise TypeError(f"sweep must be a table from attainment_sweep (a 'meets' column), got {_kind(sweep)}")
+    misses = sweep.index[~sweep["meets"].astype(bool)]
+    return float(misses[0]) if len(misses) else float("nan")
+
+
+def database_utilization(
+    requests_per_s: float, *, hit_ratio: float, read_s: float, other_reads_per_s: float = 0.0
+) -> float:
+    """The busy share of the database behind a feature cache: it serves the reads the cache misses
+    (``requests_per_s`` x (1 - ``hit_ratio``)) and ``other_reads_per_s`` from other services,
+    ``read_s`` seconds each. At 1 or more it cannot keep up."""
+    requests_per_s = check_non_negative("requests_per_s", requests_per_s)
+    hit_ratio = check_probability("hit_ratio", hit_ratio)
+    read_s = check_seconds("read_s", read_s, positive=True)
+    other_reads_per_s = check_non_negative("other_reads_per_s", other_reads_per_s)
+    return (requests_per_s * (1.0 - hit_ratio) + other_reads_per_s) * read_s
+
+
+def feature_fetch(
+    requests_per_s: float,
+    *,
+    hit_ratio: float,
+    read_s: float,
+    other_reads_per_s: float = 0.0,
+    cache_latency_s: float = 0.0,
+) -> IngestionConfig:
+    """The feature fetch in front of a pool at ``requests_per_s``: a cache answers ``hit_ratio`` of the
+    reads in ``cache_latency_s``; a miss reads the database (``database_utilization``), an M/M/1 queue
+    whose time in system is exponential with mean ``read_s / (1 - utilization)``, drawn for each read
+    with that mean and a coefficient of variation of 1. Raises ``ValueError`` when the database cannot
+    keep up (utilization >= 1: no steady state)."""
+    utilization = database_utilization(
+        requests_per_s, hit_ratio=hit_ratio, read_s=read_s, other_reads_per_s=other_reads_per_s
+    )
+    if utilization >= 1.0:
+        raise ValueError(
+            f"the database cannot keep up: utilization {utilization:.3g} >= 1 at requests_per_s="
+            f"{requests_per_s:g}, hit_ratio={hit_ratio:g}, read_s={read_s:g}, other_reads_per_s="
+            f"{other_reads_per_s:g}; raise hit_ratio or lower the load"
+        )
+    cache_latency_s = check_seconds("cache_latency_s", cache_latency_s)
+    return IngestionConfig(
+        fetch_mean_s=read_s / (1.0 - utilization),
+        fetch_cv=1.0,
+        cache_hit_ratio=hit_ratio,
+        cache_latency_s=cache_latency_s,
+    )
