@@ -1,6 +1,7 @@
 """SLO alerting against hand computations: a synthetic incident of known error rate and duration fires
 the fast page exactly when the workbook's detection time says and clears when the short window
-empties; no incident, no alert; the budget spent; and bad input."""
+empties; no incident, no alert; the budget spent; a token SLO (TTFT and TPOT) judged and paged as the
+latency SLO is; the naive quantile alert; and bad input."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from scaleplay.alerting import (
     DEFAULT_RULES,
     SLO,
     BurnRateRule,
+    TokenSLO,
     detection_time_s,
     evaluate_alerts,
     judge_requests,
+    quantile_alert,
     window_label,
 )
 from scaleplay.profiles import AffineServiceTime, RandomServiceTime
@@ -317,7 +320,7 @@ def test_a_log_of_the_wrong_kind_is_refused_by_column(column, values, error, mat
         (
             lambda: judge_requests(synthetic_log(), None),
             TypeError,
-            r"slo must be an SLO, got None \(NoneType\)",
+            r"slo must be an SLO or a TokenSLO, got None \(NoneType\)",
         ),
         (
             lambda: detection_time_s("page", SLO_1S, 0.5),
@@ -339,3 +342,113 @@ def test_the_extreme_allowed_values_give_finite_numbers():
     report = evaluate_alerts(synthetic_log(), slo, [rule], step_s=1e9, requests_per_period=1e-6)
     assert math.isfinite(report.budget_consumed) and math.isfinite(report.requests_per_period)
     assert np.isfinite(report.timeline.drop(columns=["firing_far"]).to_numpy(dtype=float)).all()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The token SLO (TTFT and TPOT) and the naive quantile alert
+
+
+def token_log(incident: bool = True) -> pd.DataFrame:
+    """``synthetic_log`` as a continuous-batching log: every request answers 100 tokens with a TTFT of
+    0.2 s and a TPOT of 20 ms, except every 10th request of the incident, whose TTFT is 5 s."""
+    log = synthetic_log(incident=False)
+    ttft = np.full(len(log), 0.2)
+    if incident:
+        t = log["arrived_s"].to_numpy()
+        bad = (t >= INCIDENT_START_S) & (t < INCIDENT_START_S + INCIDENT_S) & (np.arange(len(t)) % 10 == 0)
+        ttft[bad] = 5.0
+    return log.assign(tokens_out=100, ttft_s=ttft, tpot_s=0.02)
+
+
+TOKEN_SLO = TokenSLO(ttft_slo_s=2.0, tpot_slo_s=0.1, target=0.999)
+
+
+def test_a_token_slo_judges_ttft_and_tpot():
+    log = token_log(incident=False).head(6).copy()
+    log.loc[1, "ttft_s"] = 2.5  # first token late
+    log.loc[2, "tpot_s"] = 0.2  # tokens too slow
+    log.loc[3, ["tokens_out", "tpot_s"]] = [1, np.nan]  # a one-token answer has no TPOT and meets it
+    log.loc[4, "outcome"] = "rejected"
+    log.loc[5, "outcome"] = "in_flight"
+    verdict = judge_requests(log, TOKEN_SLO)
+    assert verdict.tolist()[:5] == [True, False, False, True, False]
+    assert verdict.isna().tolist() == [False] * 5 + [True]
+    # The latency SLO on the same log judges by latency_s alone (all 0.1 s): it would call 1 and 2 good.
+    assert judge_requests(log, SLO_1S).tolist()[:3] == [True, True, True]
+
+
+def test_a_token_incident_pages_as_the_latency_incident_does():
+    # Same incident, same rates: the fast page fires and clears at the same evaluations.
+    token = evaluate_alerts(token_log(), TOKEN_SLO).alerts
+    latency = evaluate_alerts(synthetic_log(), SLO(latency_s=1.0, target=0.999)).alerts
+    assert token[["rule", "fired_s", "cleared_s"]].values.tolist() == [["page_fast", 4140.0, 5100.0]]
+    pd.testing.assert_frame_equal(token, latency)
+    assert evaluate_alerts(token_log(incident=False), TOKEN_SLO).alerts.empty
+    assert detection_time_s(DEFAULT_RULES[0], TOKEN_SLO, 0.1) == pytest.approx(518.4)
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda: TokenSLO(ttft_slo_s=0.0, tpot_slo_s=0.1), ValueError, "ttft_slo_s"),
+        (lambda: TokenSLO(ttft_slo_s=2.0, tpot_slo_s=-1.0), ValueError, "tpot_slo_s"),
+        (lambda: TokenSLO(2.0, 0.1, target=1.0), ValueError, "target"),
+        (lambda: TokenSLO(2.0, 0.1, period_s=0.5), ValueError, "period_s"),
+        (
+            lambda: judge_requests(synthetic_log(), TOKEN_SLO),
+            ValueError,
+            r"lacks the columns \['tokens_out'\]",
+        ),
+        (
+            lambda: judge_requests(token_log().drop(columns="ttft_s"), TOKEN_SLO),
+            ValueError,
+            r"lacks the columns \['ttft_s'\]",
+        ),
+        (
+            lambda: judge_requests(token_log().assign(ttft_s="late"), TOKEN_SLO),
+            TypeError,
+            r"log\['ttft_s'\] must hold real numbers",
+        ),
+        (lambda: evaluate_alerts(token_log(), "2 s"), TypeError, "slo must be an SLO or a TokenSLO"),
+    ],
+)
+def test_bad_token_slo_input_is_refused_by_name(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_the_quantile_alert_fires_on_the_minutes_whose_quantile_exceeds_the_threshold():
+    log = token_log()
+    naive = quantile_alert(log, "ttft_s", 2.0, quantile=0.99, step_s=60.0)
+    tl = naive.timeline
+    assert len(tl) == RUN_S // 60 and (tl["requests"] == 60).all()
+    # A minute of the incident holds 6 requests of 5 s among 60: its p99 is 5 s; every other minute's 0.2 s.
+    inside = (tl["t_s"] > INCIDENT_START_S) & (tl["t_s"] <= INCIDENT_START_S + INCIDENT_S)
+    assert tl.loc[inside, "value"].tolist() == pytest.approx([5.0] * 20)
+    assert tl.loc[~inside, "value"].tolist() == pytest.approx([0.2] * (len(tl) - 20))
+    assert tl["firing"].tolist() == inside.tolist()
+    assert naive.alerts[["fired_s", "cleared_s", "peak_value"]].values.tolist() == [
+        [INCIDENT_START_S + 60, INCIDENT_START_S + INCIDENT_S + 60, 5.0]
+    ]
+    # A quantile below the bad share sees nothing; an empty minute does not fire.
+    assert not quantile_alert(log, "ttft_s", 2.0, quantile=0.5).timeline["firing"].any()
+    gap = quantile_alert(log[(log["arrived_s"] < 600) | (log["arrived_s"] >= 660)], "ttft_s", 0.1)
+    assert gap.timeline.loc[10, "requests"] == 0 and not gap.timeline.loc[10, "firing"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"column": "ttfb_s"}, ValueError, r"column must name a column of log, got 'ttfb_s'"),
+        ({"threshold": -1.0}, ValueError, "threshold"),
+        ({"quantile": 1.0}, ValueError, "quantile"),
+        ({"step_s": 0.0}, ValueError, "step_s"),
+        ({"horizon_s": 1e300}, ValueError, "horizon_s"),
+        ({"step_s": 1e-6, "horizon_s": 1e3}, ValueError, "steps"),
+    ],
+)
+def test_bad_quantile_alert_input_is_refused_by_name(kwargs, error, match):
+    arguments = {"column": "ttft_s", "threshold": 2.0, **kwargs}
+    column, threshold = arguments.pop("column"), arguments.pop("threshold")
+    with pytest.raises(error, match=match):
+        quantile_alert(token_log(), column, threshold, **arguments)

@@ -27,7 +27,10 @@ interval of its *arrival* on a grid of ``step_s``; at the end of each interval e
 there gets its burn rate, and a rule is firing while both its windows burn faster than its threshold
 (strictly, as in the workbook's ``>`` expressions). Requests still in flight at the horizon are not
 judged: their fate is unknown. Rejected and timed-out requests are bad, and so are completed ones
-slower than the latency SLO.
+slower than the latency SLO. A generative product's SLO is on tokens (``TokenSLO``): a good request
+completed with its time to first token within ``ttft_slo_s`` and its time per output token within
+``tpot_slo_s`` (``metrics.token_slo_met``, the book's gate metric per request); the burn rates and
+rules are the same.
 
 A window that reaches back before the run needs an assumption about that past. ``before_run="clean"``
 (the default) fills it with good requests at the run's mean rate: the service was healthy before the
@@ -57,7 +60,8 @@ import numpy as np
 import pandas as pd
 
 from ._validate import _kind, _show, check_in, check_items, check_positive, check_probability, check_range
-from .schema import REQUEST_LOG_COLUMNS, check_columns
+from .metrics import token_slo_met
+from .schema import ENGINE_LOG_COLUMNS, REQUEST_LOG_COLUMNS, check_columns
 
 __all__ = [
     "SECONDS_PER_DAY",
@@ -68,6 +72,7 @@ __all__ = [
     "MAX_BURN_RATE",
     "MIN_REQUESTS_PER_PERIOD",
     "SLO",
+    "TokenSLO",
     "BurnRateRule",
     "DEFAULT_RULES",
     "AlertReport",
@@ -75,6 +80,8 @@ __all__ = [
     "judge_requests",
     "detection_time_s",
     "evaluate_alerts",
+    "QuantileAlert",
+    "quantile_alert",
 ]
 
 SECONDS_PER_DAY = 86_400.0
@@ -106,6 +113,30 @@ class SLO:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "latency_s", check_positive("latency_s", self.latency_s))
+        object.__setattr__(
+            self, "target", check_probability("target", self.target, open_low=True, open_high=True)
+        )
+        object.__setattr__(self, "period_s", _check_period("period_s", self.period_s))
+
+    @property
+    def error_budget(self) -> float:
+        """The share of requests allowed to be bad: ``1 - target``."""
+        return 1.0 - self.target
+
+
+@dataclass(frozen=True)
+class TokenSLO:
+    """Token-based: a share ``target`` of requests completes with its time to first token within
+    ``ttft_slo_s`` and its time per output token within ``tpot_slo_s``, over ``period_s``."""
+
+    ttft_slo_s: float
+    tpot_slo_s: float
+    target: float = 0.99
+    period_s: float = 30 * SECONDS_PER_DAY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ttft_slo_s", check_positive("ttft_slo_s", self.ttft_slo_s))
+        object.__setattr__(self, "tpot_slo_s", check_positive("tpot_slo_s", self.tpot_slo_s))
         object.__setattr__(
             self, "target", check_probability("target", self.target, open_low=True, open_high=True)
         )
@@ -186,7 +217,7 @@ class AlertReport:
     alerts: pd.DataFrame
     budget_consumed: float
     requests_per_period: float
-    slo: SLO
+    slo: SLO | TokenSLO
     step_s: float
 
 
@@ -203,6 +234,12 @@ def window_label(window_s: float) -> str:
 def _check_slo(slo: object) -> SLO:
     if not isinstance(slo, SLO):
         raise TypeError(f"slo must be an SLO, got {_kind(slo)}")
+    return slo
+
+
+def _check_any_slo(slo: object) -> SLO | TokenSLO:
+    if not isinstance(slo, SLO | TokenSLO):
+        raise TypeError(f"slo must be an SLO or a TokenSLO, got {_kind(slo)}")
     return slo
 
 
@@ -239,18 +276,30 @@ def _odd(value: object) -> bool:
     return isinstance(value, bool | np.bool_) or not isinstance(value, Real)
 
 
-def judge_requests(log: pd.DataFrame, slo: SLO) -> pd.Series:
-    """Each request's verdict: ``True`` good, ``False`` bad, ``<NA>`` not judged (still in flight)."""
-    _check_slo(slo)
-    check_columns(log, {c: REQUEST_LOG_COLUMNS[c] for c in ("arrived_s", "outcome", "latency_s")}, "log")
+def judge_requests(log: pd.DataFrame, slo: SLO | TokenSLO) -> pd.Series:
+    """Each request's verdict: ``True`` good, ``False`` bad, ``<NA>`` not judged (still in flight).
+
+    With an ``SLO`` a good request completed within its latency; with a ``TokenSLO`` it completed with
+    its TTFT and TPOT within theirs (``metrics.token_slo_met``; the log needs ``ttft_s`` and ``tpot_s``,
+    as a continuous-batching platform's RequestLog has them)."""
+    _check_any_slo(slo)
+    if isinstance(slo, TokenSLO):
+        check_columns(log, {c: REQUEST_LOG_COLUMNS[c] for c in ("arrived_s", "outcome", "tokens_out")}, "log")
+        check_columns(log, {c: ENGINE_LOG_COLUMNS[c] for c in ("ttft_s", "tpot_s")}, "log")
+        for column in ("ttft_s", "tpot_s"):
+            _numbers(log, column)
+        good = token_slo_met(log, slo.ttft_slo_s, slo.tpot_slo_s)
+    else:
+        check_columns(log, {c: REQUEST_LOG_COLUMNS[c] for c in ("arrived_s", "outcome", "latency_s")}, "log")
+        completed = (log["outcome"] == "completed").to_numpy(dtype=bool)
+        good = completed & (_numbers(log, "latency_s") <= slo.latency_s)
     outcome = log["outcome"]
-    good = (outcome == "completed").to_numpy(dtype=bool) & (_numbers(log, "latency_s") <= slo.latency_s)
     verdict = pd.Series(good, index=log.index, dtype="boolean", name="good")
     verdict[(outcome == "in_flight").to_numpy(dtype=bool)] = pd.NA
     return verdict
 
 
-def detection_time_s(rule: BurnRateRule, slo: SLO, error_rate: float) -> float:
+def detection_time_s(rule: BurnRateRule, slo: SLO | TokenSLO, error_rate: float) -> float:
     """Seconds from the start of a constant ``error_rate`` until ``rule``'s long window fires.
 
     With a clean past and steady traffic the long window's error rate after ``x`` seconds is
@@ -261,7 +310,7 @@ def detection_time_s(rule: BurnRateRule, slo: SLO, error_rate: float) -> float:
     """
     if not isinstance(rule, BurnRateRule):
         raise TypeError(f"rule must be a BurnRateRule, got {_kind(rule)}")
-    _check_slo(slo)
+    _check_any_slo(slo)
     error_rate = check_probability("error_rate", error_rate, open_low=True)
     threshold = rule.burn_rate * slo.error_budget
     if error_rate <= threshold:
@@ -321,7 +370,7 @@ def _episodes(t_s: np.ndarray, firing: np.ndarray, burn: np.ndarray, rule: BurnR
 
 def evaluate_alerts(
     log: pd.DataFrame,
-    slo: SLO,
+    slo: SLO | TokenSLO,
     rules: Sequence[BurnRateRule] = DEFAULT_RULES,
     *,
     step_s: float = 60.0,
@@ -342,7 +391,7 @@ def evaluate_alerts(
     ``MAX_STEPS`` (10**7) grid steps, ``rules`` a rule or a list or tuple of at most 1000, and
     ``requests_per_period`` at least ``MIN_REQUESTS_PER_PERIOD`` (1e-6).
     """
-    _check_slo(slo)
+    _check_any_slo(slo)
     step_s = _check_step(step_s)
     if horizon_s is not None:
         horizon_s = check_range("horizon_s", horizon_s, 0.0, MAX_SPAN_S, open_low=True, unit=" s")
@@ -437,3 +486,65 @@ def evaluate_alerts(
         slo=slo,
         step_s=step_s,
     )
+
+
+@dataclass(frozen=True, eq=False)
+class QuantileAlert:
+    """What ``quantile_alert`` returns: ``timeline`` (one row per grid interval ending at ``t_s``:
+    ``requests`` judged in it, their ``value`` (the quantile, NaN for none) and ``firing``) and
+    ``alerts`` (one row per firing episode, as ``AlertReport.alerts``, with ``peak_value``)."""
+
+    timeline: pd.DataFrame
+    alerts: pd.DataFrame
+    column: str
+    threshold: float
+    quantile: float
+    step_s: float
+
+
+def quantile_alert(
+    log: pd.DataFrame,
+    column: str,
+    threshold: float,
+    *,
+    quantile: float = 0.99,
+    step_s: float = 60.0,
+    horizon_s: float | None = None,
+) -> QuantileAlert:
+    """The naive alert the burn-rate rules replace: fire while the ``quantile`` of ``log[column]`` (e.g.
+    ``"ttft_s"``) over the completed requests that arrived in each ``step_s`` interval exceeds
+    ``threshold``; an interval without one does not fire. The grid runs from 0 to ``horizon_s``
+    (default: past the last arrival), evaluated at the end of each interval, as ``evaluate_alerts``."""
+    if not isinstance(column, str) or column not in getattr(log, "columns", ()):
+        found = list(log.columns) if isinstance(log, pd.DataFrame) else _kind(log)
+        raise ValueError(f"column must name a column of log, got {_show(column)}; log has {found}")
+    check_columns(log, {c: REQUEST_LOG_COLUMNS[c] for c in ("arrived_s", "outcome")}, "log")
+    threshold = check_range("threshold", threshold, 0.0, math.inf)
+    quantile = check_probability("quantile", quantile, open_low=True, open_high=True)
+    step_s = _check_step(step_s)
+    arrived = _numbers(log, "arrived_s")
+    values = _numbers(log, column)
+    if horizon_s is None:
+        last = float(np.nanmax(arrived)) if len(arrived) else 0.0
+        horizon_s = (math.floor(last / step_s) + 1) * step_s
+    horizon_s = check_range("horizon_s", horizon_s, 0.0, MAX_SPAN_S, open_low=True, unit=" s")
+    bins = max(1, math.ceil(horizon_s / step_s - _MULTIPLE_TOLERANCE))
+    _check_grid(step_s, bins, f"horizon_s={horizon_s!r}")
+    done = (log["outcome"] == "completed").to_numpy(dtype=bool) & np.isfinite(values) & (arrived < horizon_s)
+    where = (arrived[done] / step_s).astype(np.int64)
+    frame = pd.DataFrame({"bin": where, "value": values[done]})
+    by_bin = frame.groupby("bin")["value"]
+    level = by_bin.quantile(quantile).reindex(range(bins))
+    counts = by_bin.size().reindex(range(bins), fill_value=0)
+    t_s = (np.arange(bins) + 1.0) * step_s
+    firing = (level > threshold).to_numpy(dtype=bool)
+    timeline = pd.DataFrame(
+        {"t_s": t_s, "requests": counts.to_numpy(dtype=np.int64), "value": level.to_numpy(), "firing": firing}
+    )
+    rule = BurnRateRule("naive", "page", step_s, step_s, 1.0)
+    rows = _episodes(t_s, firing, np.nan_to_num(level.to_numpy(), nan=-np.inf), rule)
+    alerts = pd.DataFrame(
+        rows, columns=["rule", "severity", "fired_s", "cleared_s", "duration_s", "peak_burn_rate"]
+    )
+    alerts = alerts.rename(columns={"peak_burn_rate": "peak_value"}).drop(columns=["rule", "severity"])
+    return QuantileAlert(timeline, alerts, column, threshold, quantile, step_s)

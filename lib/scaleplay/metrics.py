@@ -56,6 +56,8 @@ __all__ = [
     "busy_intervals",
     "latency_percentiles",
     "stage_breakdown",
+    "TTFT_STAGES",
+    "ttft_breakdown",
     "outcome_counts",
     "outcome_shares",
     "goodput_per_s",
@@ -155,6 +157,42 @@ def stage_breakdown(log: pd.DataFrame, quantiles: Sequence[float] = (0.5, 0.99))
     rows = {}
     for stage, (start, end) in STAGES.items():
         durations = (done[end] - done[start]).to_numpy(dtype=np.float64)
+        mean_s = float(durations.mean()) if len(durations) else math.nan
+        rows[stage] = {"mean_s": mean_s, **_quantile_entries(durations, qs)}
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("stage")
+    table["share_of_mean"] = table["mean_s"] / table["mean_s"].sum()
+    return table
+
+
+#: The time to first token, stage by stage: name -> (from column, to column). The first token leaves
+#: the model at ``first_token_s`` and takes the answer's way back (``model_end_s`` to ``responded_s``),
+#: so the stages add up to ``ttft_s``; decoding (``first_token_s`` to ``model_end_s``) is not in it.
+TTFT_STAGES: dict[str, tuple[str, str]] = {
+    "gateway": ("arrived_s", "admitted_s"),
+    "ingestion": ("admitted_s", "features_ready_s"),
+    "queue": ("features_ready_s", "model_start_s"),
+    "prefill": ("model_start_s", "first_token_s"),
+    "return_hop": ("model_end_s", "responded_s"),
+}
+
+
+def ttft_breakdown(log: pd.DataFrame, quantiles: Sequence[float] = (0.5, 0.99)) -> pd.DataFrame:
+    """The time to first token's budget, one row per stage in ``TTFT_STAGES`` order, over the requests
+    with a TTFT of their own (``ttft_s`` not NaN: completed answers of a continuous-batching pool).
+
+    Columns as ``stage_breakdown``'s: ``mean_s``, one per quantile (``p50_s``, ``p99_s``...) and
+    ``share_of_mean``. The means add up to the mean TTFT; the quantiles do not (their sum overstates
+    the TTFT's quantile: one request is rarely slowest at every stage).
+    """
+    qs = _check_quantiles(quantiles)
+    columns = {c for pair in TTFT_STAGES.values() for c in pair if c in REQUEST_LOG_COLUMNS}
+    _need(log, "log", REQUEST_LOG_COLUMNS, sorted(columns))
+    _need(log, "log", ENGINE_LOG_COLUMNS, ["first_token_s", "ttft_s"])
+    ttft = check_real_array("log['ttft_s']", log["ttft_s"].to_numpy())
+    answered = log[~np.isnan(ttft)]
+    rows = {}
+    for stage, (start, end) in TTFT_STAGES.items():
+        durations = (answered[end] - answered[start]).to_numpy(dtype=np.float64)
         mean_s = float(durations.mean()) if len(durations) else math.nan
         rows[stage] = {"mean_s": mean_s, **_quantile_entries(durations, qs)}
     table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("stage")
