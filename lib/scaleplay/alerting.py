@@ -103,16 +103,13 @@ MAX_BURN_RATE = 1e16
 MIN_REQUESTS_PER_PERIOD = 1e-6
 
 
-@dataclass(frozen=True)
-class SLO:
-    """Request-based: a share ``target`` of requests completes within ``latency_s`` over ``period_s``."""
+class _RequestSLO:
+    """What a request-based SLO shares: its ``target`` share of good requests over ``period_s``."""
 
-    latency_s: float
-    target: float = 0.999
-    period_s: float = 30 * SECONDS_PER_DAY
+    target: float
+    period_s: float
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "latency_s", check_positive("latency_s", self.latency_s))
+    def _check_target_and_period(self) -> None:
         object.__setattr__(
             self, "target", check_probability("target", self.target, open_low=True, open_high=True)
         )
@@ -125,7 +122,20 @@ class SLO:
 
 
 @dataclass(frozen=True)
-class TokenSLO:
+class SLO(_RequestSLO):
+    """Request-based: a share ``target`` of requests completes within ``latency_s`` over ``period_s``."""
+
+    latency_s: float
+    target: float = 0.999
+    period_s: float = 30 * SECONDS_PER_DAY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "latency_s", check_positive("latency_s", self.latency_s))
+        self._check_target_and_period()
+
+
+@dataclass(frozen=True)
+class TokenSLO(_RequestSLO):
     """Token-based: a share ``target`` of requests completes with its time to first token within
     ``ttft_slo_s`` and its time per output token within ``tpot_slo_s``, over ``period_s``."""
 
@@ -137,15 +147,7 @@ class TokenSLO:
     def __post_init__(self) -> None:
         object.__setattr__(self, "ttft_slo_s", check_positive("ttft_slo_s", self.ttft_slo_s))
         object.__setattr__(self, "tpot_slo_s", check_positive("tpot_slo_s", self.tpot_slo_s))
-        object.__setattr__(
-            self, "target", check_probability("target", self.target, open_low=True, open_high=True)
-        )
-        object.__setattr__(self, "period_s", _check_period("period_s", self.period_s))
-
-    @property
-    def error_budget(self) -> float:
-        """The share of requests allowed to be bad: ``1 - target``."""
-        return 1.0 - self.target
+        self._check_target_and_period()
 
 
 @dataclass(frozen=True)
