@@ -4,6 +4,7 @@ cards sized with the fewest replicas, cells for the last phase."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -188,3 +189,13 @@ def test_a_slow_peak_is_sized_on_a_window_holding_enough_requests():
     assert len(arrivals) == pytest.approx(MIN_PEAK_REQUESTS, rel=0.05)
     with pytest.raises(ValueError, match="window_s"):
         REFERENCE.sizing_window_s(slow, 0.0)
+
+
+def test_users_past_a_phases_gate_get_the_next_phases_design():
+    one, pool, cells = SMALL.phases
+    early = replace(SMALL, phases=(replace(one, max_users=200_000), replace(pool, max_users=400_000), cells))
+    gate = gate_users(early, early.phases[0], window_s=WINDOW_S, seed=3)
+    assert gate < early.phases[0].max_users  # one replica gives out inside its phase's range
+    card = phase_card(early, (gate + early.phases[0].max_users) / 2, window_s=WINDOW_S, seed=3)
+    assert card.phase == pool.name and card.attainment >= SMALL.slo_target
+    assert phase_card(early, 0.9 * gate, window_s=WINDOW_S, seed=3).phase == one.name

@@ -327,15 +327,20 @@ def _phase_card(
 
 
 def phase_card(product: Product, users: float, *, window_s: float = 300.0, seed: int = 0) -> pd.Series:
-    """The card of ``users`` daily active users: the phase whose range holds them (the last phase
-    beyond), its design sized for their peak, and the phase's gate (``LADDER_COLUMNS``)."""
+    """The card of ``users`` daily active users: the phase whose range holds them and whose gate they
+    have not passed (the last phase beyond), its design sized for their peak, and the phase's gate
+    (``LADDER_COLUMNS``)."""
     return phase_cards(product, [check_positive("users", users)], window_s=window_s, seed=seed).iloc[0]
 
 
 def phase_cards(
     product: Product, users: Sequence[float], *, window_s: float = 300.0, seed: int = 0
 ) -> pd.DataFrame:
-    """``phase_card`` of each count in ``users``, the gates bisected once for all (``LADDER_COLUMNS``)."""
+    """``phase_card`` of each count in ``users``, the gates bisected once for all (``LADDER_COLUMNS``).
+
+    A count belongs to the first phase whose range holds it and whose gate it has not passed: users
+    beyond a phase's gate but within its range are the next phase's (its design no longer serves them).
+    """
     if isinstance(users, (str, bytes)) or not isinstance(users, Sequence) or not users:
         raise TypeError(f"users must be a non-empty sequence of user counts, got {users!r}")
     counts = [check_positive(f"users[{i}]", u) for i, u in enumerate(users)]
@@ -343,9 +348,21 @@ def phase_cards(
         raise ValueError("product.phases is empty: a card needs a phase")
     window_s = check_positive("window_s", window_s)
     tops = [phase.max_users for phase in product.phases]
-    ks = [next((j for j, top in enumerate(tops) if u <= top), len(tops) - 1) for u in counts]
-    gates = _gates(product, max(ks), window_s, seed)
-    rows = [_phase_card(product, k, u, gates, window_s, seed) for k, u in zip(ks, counts, strict=True)]
+    last = len(tops) - 1
+    gates: list[float] = []
+
+    def gate(j: int) -> float:
+        while len(gates) <= j:
+            gates.append(gate_users(product, product.phases[len(gates)], window_s=window_s, seed=seed))
+        return gates[j]
+
+    rows = []
+    for u in counts:
+        k = next((j for j, top in enumerate(tops) if u <= top), last)
+        while k < last and u > gate(k):  # NaN (cells) never compares greater
+            k += 1
+        gate(k)
+        rows.append(_phase_card(product, k, u, gates, window_s, seed))
     return pd.DataFrame(rows)[list(LADDER_COLUMNS)]
 
 
