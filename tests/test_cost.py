@@ -23,6 +23,7 @@ from scaleplay.cost import (
     gpu_profile,
     load_prices,
     monthly_bill,
+    price_providers,
     price_table,
     priced_hardware,
     reserved_break_even,
@@ -198,6 +199,27 @@ def test_reserved_break_even_is_one_minus_the_discount_and_picks_the_cheapest_ba
     # At 60% off, half a day of use is worth a reservation: reserve all ten.
     deep = dataclasses.replace(TOY, reserved_discount=0.6)
     assert best_reserved_gpus(day_profile(), deep) == 10
+    # With spot above the reservation the replaced hour is cheaper: TOY's spot hour is $18 x 1.001
+    # (0.01 replacements an hour of 360 s), so at spot_share 0.5 a reserved hour replaces a $27.009
+    # hour. At 60% off ($14.40) a GPU must be needed 14.4 / 27.009 = 53% of the time: the half-day
+    # GPUs no longer are, only the four always needed. At 25% off ($27) it must be needed 99.97%.
+    assert best_reserved_gpus(day_profile(), deep, spot_share=0.5) == 4
+    assert best_reserved_gpus(day_profile(), TOY, spot_share=0.5) == 4
+    deeper = dataclasses.replace(TOY, reserved_discount=0.75)  # $9: needed 9 / 27.009 = 33%
+    assert best_reserved_gpus(day_profile(), deeper, spot_share=0.5) == 10
+    # All on spot, an hour costs $18.018 < $27 reserved: no GPU is worth reserving.
+    assert best_reserved_gpus(day_profile(), TOY, spot_share=1.0) == 0
+    costs = {
+        k: monthly_bill(day_profile(), TOY, requests_per_month=0, reserved_gpus=k, spot_share=1.0)[
+            "cost_usd"
+        ].sum()
+        for k in range(0, 11)
+    }
+    assert min(costs, key=costs.get) == 0
+    with pytest.raises(ValueError, match="spot_share"):
+        best_reserved_gpus(day_profile(), TOY, spot_share=1.5)
+    with pytest.raises(TypeError, match="prices must be a Prices"):
+        best_reserved_gpus(day_profile(), 36.0)
 
 
 def test_serverless_break_even_equals_the_hand_computation_and_the_two_bills_tie_there():
@@ -229,10 +251,79 @@ def test_every_price_has_a_source_and_a_date_and_loads_by_name():
     assert h100.on_demand_usd_per_gpu_hour == pytest.approx(55.04 / 8, abs=1e-3)  # p5.48xlarge / 8
     for name in priced_hardware():
         prices = load_prices(name)
-        assert prices.hardware == name and prices.serverless_usd_per_gpu_s > 0
+        assert prices.hardware == name and prices.provider == "AWS"
         assert prices.egress_usd_per_gb == h100.egress_usd_per_gb  # shared rows apply to every GPU
+        # AWS lists no serverless GPUs; every AWS-priced GPU has a serverless price at Modal (a stated pair)
+        paired = load_prices(name, serverless_provider="Modal")
+        assert paired.serverless_usd_per_gpu_s > 0 and paired.provider == "AWS + Modal serverless"
     cheaper = dataclasses.replace(h100, on_demand_usd_per_gpu_hour=2.5)
     assert cheaper.reserved_usd_per_gpu_hour == pytest.approx(2.5 * (1 - h100.reserved_discount))
+
+
+def test_every_price_row_names_its_provider_and_one_provider_loads_only_its_own_rows():
+    table = price_table()
+    assert {"AWS", "Modal", "RunPod"} <= set(table["provider"])
+    runpod = load_prices("H100 SXM", "RunPod")
+    assert runpod.provider == "RunPod"
+    assert runpod.on_demand_usd_per_gpu_hour == pytest.approx(3.99)
+    assert runpod.serverless_usd_per_gpu_s == pytest.approx(0.00116)
+    # RunPod's own storage row wins; AWS's egress, discount and per-request fee do not leak in
+    assert runpod.storage_usd_per_gb_month == pytest.approx(0.07)
+    assert runpod.egress_usd_per_gb == 0.0 and runpod.reserved_discount == 0.0
+    assert runpod.serverless_usd_per_request == 0.0
+    # the book's assumptions (an empty provider) hold for every provider
+    assert runpod.spot_replacement_s == load_prices("H100 SXM").spot_replacement_s == 300.0
+    assert price_providers("serverless_usd_per_gpu_s", "H100 SXM") == ["Modal", "RunPod"]
+    assert price_providers("on_demand_usd_per_gpu_hour", "H100 SXM") == ["AWS", "RunPod"]
+
+
+def test_like_for_like_serverless_break_even_on_one_provider():
+    # RunPod: a pod at $3.99 an hour against flex workers at $0.00116 a second ($4.176 an hour), no
+    # per-request fee: a pod busy more than 3.99 / 4.176 of the time is cheaper.
+    runpod = load_prices("H100 SXM", "RunPod")
+    even = serverless_break_even(runpod, 1.0)
+    assert even["break_even_utilization"] == pytest.approx(3.99 / (0.00116 * 3600))
+    # AWS's list price against Modal's serverless (a stated pair): Modal's hour is cheaper than AWS's,
+    # so no utilization makes the AWS GPU cheaper
+    paired = load_prices("H100 SXM", serverless_provider="Modal")
+    assert serverless_break_even(paired, 1.0)["break_even_utilization"] > 1
+
+
+def test_serverless_bill_of_running_workers_counts_every_second_they_run():
+    # day_profile: 10 GPUs running (4 busy) for 12 h, then 4 (1 busy) for 12 h, repeated over the month.
+    month_days = HOURS_PER_MONTH / 24
+    running = serverless_bill(day_profile(), TOY, requests_per_month=0, billed="running")
+    busy = serverless_bill(day_profile(), TOY, requests_per_month=0)
+    assert running.at["gpu_serverless", "quantity"] == pytest.approx((10 + 4) * 43_200 * month_days)
+    assert busy.at["gpu_serverless", "quantity"] == pytest.approx((4 + 1) * 43_200 * month_days)
+    with pytest.raises(ValueError, match="billed must be one of"):
+        serverless_bill(day_profile(), TOY, requests_per_month=0, billed="idle")
+
+
+def test_a_provider_without_serverless_gpus_is_refused_not_priced_free():
+    aws = load_prices("H100 SXM")
+    assert aws.serverless_usd_per_gpu_s == 0.0
+    with pytest.raises(ValueError, match="'AWS' have no serverless GPU price"):
+        serverless_break_even(aws, 1.0)
+    with pytest.raises(ValueError, match="no serverless GPU price"):
+        serverless_bill(1.0, aws, requests_per_month=1.0)
+
+
+def test_bad_providers_are_refused():
+    with pytest.raises(ValueError, match="provider must be one of .*'AWS'.*got 'Azure'"):
+        load_prices("H100 SXM", "Azure")
+    with pytest.raises(TypeError, match="provider must be"):
+        load_prices("H100 SXM", 3)
+    with pytest.raises(ValueError, match="no On-Demand price for hardware 'L4' at provider 'RunPod'"):
+        load_prices("L4", "RunPod")
+    with pytest.raises(ValueError, match="no On-Demand price .* at provider 'Modal'.*'AWS', 'RunPod'"):
+        load_prices("H100 SXM", "Modal")
+    with pytest.raises(ValueError, match="serverless_provider must be one listing"):
+        load_prices("H100 SXM", serverless_provider="AWS")
+    with pytest.raises(ValueError, match="item must be one of"):
+        price_providers("gpu_usd")
+    with pytest.raises(TypeError, match="provider must be a str"):
+        dataclasses.replace(TOY, provider=None)
 
 
 # -- bad input ---------------------------------------------------------------------------------------

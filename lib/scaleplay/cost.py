@@ -21,12 +21,17 @@ those hours, all priced off the On-Demand rate of a ``Prices``:
 **Serverless** GPU platforms bill only the seconds a container runs plus, at the front door, a fee
 per request: idle capacity is free, busy capacity dearer. ``serverless_break_even`` gives the traffic
 per GPU (and the utilization) below which that beats a provisioned GPU. The serverless bill assumes
-the platform batches as well as the simulated fleet did (it bills the fleet's busy GPU-seconds) and
-leaves cold starts out.
+the platform batches as well as the simulated fleet did; it bills the fleet's busy GPU-seconds, or
+(``billed="running"``) every second its workers run, as RunPod and Modal bill a worker from its start
+until it stops; cold starts are left out.
 
-Prices are data: ``data/prices.csv`` holds each figure with its source and the date it was listed,
-``load_prices(hardware)`` reads them into a ``Prices`` and ``dataclasses.replace(prices, ...)``
-overrides any of them. A month is ``capacity.HOURS_PER_MONTH`` = 730 hours; a GB is 1e9 bytes.
+Prices are data: ``data/prices.csv`` holds each figure with its provider, its source and the date it
+was listed, ``load_prices(hardware, provider=...)`` reads one provider's rows into a ``Prices`` (so a
+comparison of its ways to buy is like for like) and ``dataclasses.replace(prices, ...)`` overrides
+any of them. A price a provider does not list is 0 (no serverless GPUs at AWS: the serverless
+functions refuse such prices); ``serverless_provider`` takes the serverless price from another
+provider, a pair the ``Prices.provider`` label states. A month is ``capacity.HOURS_PER_MONTH`` = 730
+hours; a GB is 1e9 bytes.
 
 >>> prices = Prices("toy", on_demand_usd_per_gpu_hour=2.0, reserved_discount=0.25)
 >>> prices.reserved_usd_per_gpu_hour, reserved_break_even(prices)
@@ -60,6 +65,8 @@ from .schema import REQUEST_LOG_COLUMNS, TIMELINE_COLUMNS, check_columns
 
 __all__ = [
     "PURCHASES",
+    "SERVERLESS_BILLING",
+    "DEFAULT_PROVIDER",
     "BILL_COLUMNS",
     "FLEET_PROFILE_COLUMNS",
     "SECONDS_PER_HOUR",
@@ -69,6 +76,7 @@ __all__ = [
     "Prices",
     "load_prices",
     "price_table",
+    "price_providers",
     "priced_hardware",
     "fleet_profile",
     "gpu_profile",
@@ -93,6 +101,10 @@ SECONDS_PER_HOUR = 3600.0
 BYTES_PER_GB = 1e9
 #: Ways to buy provisioned GPU-hours.
 PURCHASES: tuple[str, ...] = ("on_demand", "reserved", "spot")
+#: What a serverless bill counts: the GPU-seconds running a batch, or every second a worker runs.
+SERVERLESS_BILLING: tuple[str, ...] = ("busy", "running")
+#: The provider ``load_prices`` reads by default (the reference product's GPU-hours).
+DEFAULT_PROVIDER = "AWS"
 
 #: A bill: one row per line item, indexed by ``item``.
 BILL_COLUMNS: dict[str, tuple[str, str]] = {
@@ -122,7 +134,8 @@ class Prices:
     """The prices one deployment pays, for one kind of GPU. Every field can be overridden.
 
     Rates are per *GPU*: a replica spread over ``k`` GPUs by tensor parallelism costs ``k`` times
-    as much. Discounts are fractions off the On-Demand rate, in [0, 1).
+    as much. Discounts are fractions off the On-Demand rate, in [0, 1). ``provider`` names where the
+    prices come from ("" for prices built by hand).
     """
 
     hardware: str
@@ -135,10 +148,13 @@ class Prices:
     serverless_usd_per_request: float = 0.0
     egress_usd_per_gb: float = 0.0
     storage_usd_per_gb_month: float = 0.0
+    provider: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.hardware, str) or not self.hardware:
             raise ValueError(f"hardware must be a non-empty string, got {self.hardware!r}")
+        if not isinstance(self.provider, str):
+            raise TypeError(f"provider must be a str, got {_show(self.provider)} ({_kind(self.provider)})")
         set_ = object.__setattr__
         on_demand = check_positive("on_demand_usd_per_gpu_hour", self.on_demand_usd_per_gpu_hour)
         set_(self, "on_demand_usd_per_gpu_hour", on_demand)
@@ -192,59 +208,124 @@ class Prices:
 # ---------------------------------------------------------------------------------------------- data
 
 
+_TABLE_COLUMNS = ["item", "hardware", "provider", "value", "unit", "source", "source_date", "notes"]
+
+
 def price_table() -> pd.DataFrame:
     """Every row of ``data/prices.csv``: ``item``, ``hardware`` ("" for prices that hold for any GPU),
-    ``value``, ``unit``, ``source``, ``source_date`` and ``notes``."""
+    ``provider`` ("" for this book's assumptions, which hold for any provider), ``value``, ``unit``,
+    ``source``, ``source_date`` and ``notes``."""
     with resources.files("scaleplay").joinpath("data", _CSV).open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    known = {f.name for f in fields(Prices)} - {"hardware"}
-    seen: set[tuple[str, str]] = set()
+        reader = csv.DictReader(f)
+        if list(reader.fieldnames or ()) != _TABLE_COLUMNS:
+            raise ValueError(f"{_CSV} must have the columns {_TABLE_COLUMNS}, got {reader.fieldnames}")
+        rows = list(reader)
+    known = {f.name for f in fields(Prices)} - {"hardware", "provider"}
+    seen: set[tuple[str, str, str]] = set()
     for i, row in enumerate(rows):
-        where = f"{_CSV} row {i + 2} ({row.get('item')!r}, {row.get('hardware')!r})"
-        if not row.get("source") or not row.get("source_date"):
+        where = f"{_CSV} row {i + 2} ({row['item']!r}, {row['hardware']!r}, {row['provider']!r})"
+        if not row["source"] or not row["source_date"]:
             raise ValueError(f"{where} lacks its source or source_date")
         if row["item"] not in known:
             raise ValueError(f"{where}: unknown item; known items are {sorted(known)}")
-        key = (row["item"], row["hardware"])
+        key = (row["item"], row["hardware"], row["provider"])
         if key in seen:
             raise ValueError(f"{where} repeats an earlier row")
         seen.add(key)
         row["value"] = float(row["value"])
-    return pd.DataFrame(rows, columns=["item", "hardware", "value", "unit", "source", "source_date", "notes"])
+    return pd.DataFrame(rows, columns=_TABLE_COLUMNS)
 
 
-def priced_hardware() -> list[str]:
-    """The GPUs ``load_prices`` knows: those with an On-Demand row in ``data/prices.csv``."""
+def price_providers(item: str = "on_demand_usd_per_gpu_hour", hardware: str = "H100 SXM") -> list[str]:
+    """The providers ``data/prices.csv`` lists ``item`` of ``hardware`` for, in the table's order."""
+    check_in("item", item, tuple(f.name for f in fields(Prices) if f.name not in ("hardware", "provider")))
     table = price_table()
-    return table.loc[table["item"] == "on_demand_usd_per_gpu_hour", "hardware"].tolist()
+    rows = table[(table["item"] == item) & (table["hardware"] == hardware) & (table["provider"] != "")]
+    return list(dict.fromkeys(rows["provider"]))
 
 
-def load_prices(hardware: str = "H100 SXM") -> Prices:
-    """The ``Prices`` of ``hardware`` (a name from ``data/hardware.csv``) from ``data/prices.csv``.
+def priced_hardware(provider: str = DEFAULT_PROVIDER) -> list[str]:
+    """The GPUs ``load_prices`` knows at ``provider``: those with its On-Demand row in ``data/prices.csv``."""
+    table = price_table()
+    rows = table[(table["item"] == "on_demand_usd_per_gpu_hour") & (table["provider"] == provider)]
+    return rows["hardware"].tolist()
 
-    Rows with an empty ``hardware`` (discounts, egress, storage...) apply to every GPU; a row for
-    the GPU itself wins over them. Override with ``dataclasses.replace(prices, field=value)``.
+
+def _provider_values(table: pd.DataFrame, hardware: str, provider: str) -> dict[str, float]:
+    """``provider``'s prices of ``hardware``: its own rows over the book's ("" provider), a GPU's own
+    row over one for every GPU."""
+    values: dict[str, float] = {}
+    for who in ("", provider):
+        for gpu in ("", hardware):
+            rows = table[(table["provider"] == who) & (table["hardware"] == gpu)]
+            values.update(zip(rows["item"], rows["value"], strict=True))
+    return values
+
+
+def load_prices(
+    hardware: str = "H100 SXM", provider: str = DEFAULT_PROVIDER, *, serverless_provider: str | None = None
+) -> Prices:
+    """The ``Prices`` of ``hardware`` (a name from ``data/hardware.csv``) at ``provider``, from
+    ``data/prices.csv``.
+
+    The provider's rows with an empty ``hardware`` (discounts, egress, storage...) apply to every GPU; a
+    row for the GPU itself wins over them; rows with an empty ``provider`` are this book's assumptions
+    (spot discount, replacement time) and apply to every provider. A price the provider does not list
+    is 0. ``serverless_provider`` takes the serverless GPU-second price from another provider (a
+    stated pair, recorded in ``Prices.provider``). Override with ``dataclasses.replace(prices, field=value)``.
 
     >>> load_prices("L4").on_demand_usd_per_gpu_hour
     0.8048
+    >>> load_prices("H100 SXM", "RunPod").serverless_usd_per_gpu_s
+    0.00116
     """
     if not isinstance(hardware, str):
+        raise TypeError(f"hardware must be a GPU name (str), got {_show(hardware)} ({_kind(hardware)})")
+    if not isinstance(provider, str):
         raise TypeError(
-            f"hardware must be a GPU name (str), got {_show(hardware)} ({_kind(hardware)})"
+            f"provider must be a provider's name (str), got {_show(provider)} ({_kind(provider)})"
         )
     table = price_table()
-    names = priced_hardware()
+    listed = sorted(set(table["provider"]) - {""})
+    if provider not in listed:
+        raise ValueError(f"provider must be one of {listed} (data/prices.csv), got {provider!r}")
+    names = priced_hardware(provider)
     if hardware not in names:
+        others = price_providers("on_demand_usd_per_gpu_hour", hardware)
         raise ValueError(
-            f"no On-Demand price for hardware {hardware!r}; priced: {', '.join(map(repr, names))}. "
+            f"no On-Demand price for hardware {hardware!r} at provider {provider!r}; priced there: "
+            f"{', '.join(map(repr, names)) or 'none'}; providers pricing {hardware!r}: "
+            f"{', '.join(map(repr, others)) or 'none'}. "
             "Build Prices(hardware, on_demand_usd_per_gpu_hour, ...) yourself for another GPU"
         )
-    values: dict[str, float] = {}
-    for _, row in table[table["hardware"] == ""].iterrows():
-        values[row["item"]] = row["value"]
-    for _, row in table[table["hardware"] == hardware].iterrows():
-        values[row["item"]] = row["value"]
-    return Prices(hardware=hardware, **values)
+    values = _provider_values(table, hardware, provider)
+    label = provider
+    if serverless_provider is not None:
+        offering = price_providers("serverless_usd_per_gpu_s", hardware)
+        if serverless_provider not in offering:
+            raise ValueError(
+                f"serverless_provider must be one listing a serverless price for {hardware!r}: {offering}, "
+                f"got {serverless_provider!r}"
+            )
+        rows = table[
+            (table["item"] == "serverless_usd_per_gpu_s")
+            & (table["hardware"] == hardware)
+            & (table["provider"] == serverless_provider)
+        ]
+        values["serverless_usd_per_gpu_s"] = float(rows["value"].iloc[0])
+        label = f"{provider} + {serverless_provider} serverless"
+    return Prices(hardware=hardware, provider=label, **values)
+
+
+def _check_serverless(prices: Prices) -> None:
+    """Refuse a provider's prices without a serverless GPU price: 0 there means not offered, not free."""
+    if prices.provider and prices.serverless_usd_per_gpu_s == 0:
+        offering = price_providers("serverless_usd_per_gpu_s", prices.hardware)
+        raise ValueError(
+            f"prices of {prices.hardware!r} at {prices.provider!r} have no serverless GPU price (none "
+            f"listed); load_prices({prices.hardware!r}, provider) of one that lists it ({offering}), or "
+            "name a serverless_provider"
+        )
 
 
 # --------------------------------------------------------------------------------------------- usage
@@ -516,21 +597,27 @@ def serverless_bill(
     requests_per_month: float,
     egress_bytes_per_request: float = 0.0,
     storage_gb: float = 0.0,
+    billed: str = "busy",
 ) -> pd.DataFrame:
     """The monthly bill of the same work on a serverless GPU platform (``BILL_COLUMNS``).
 
-    ``busy`` is the busy GPU-seconds per month, or a ``fleet_profile`` whose ``busy_gpus`` are
-    stretched to a month. Line items: ``gpu_serverless`` (GPU-seconds at
-    ``serverless_usd_per_gpu_s``), ``requests`` (the per-request fee), ``egress``, ``storage``.
+    ``busy`` is the billed GPU-seconds per month, or a ``fleet_profile`` stretched to a month: its
+    ``busy_gpus`` (``billed="busy"``: only the seconds running a batch) or its ``gpus``
+    (``billed="running"``: every second a worker runs, as flex workers are billed from their start until
+    they stop). Line items: ``gpu_serverless`` (GPU-seconds at ``serverless_usd_per_gpu_s``),
+    ``requests`` (the per-request fee), ``egress``, ``storage``. Prices loaded for a provider that lists
+    no serverless GPU price are refused.
     """
     if not isinstance(prices, Prices):
         raise TypeError(f"prices must be a Prices, got {_kind(prices)}")
+    _check_serverless(prices)
+    column = {"busy": "busy_gpus", "running": "gpus"}[check_in("billed", billed, SERVERLESS_BILLING)]
     if isinstance(busy, pd.DataFrame):
         profile = _profile(busy)
-        check_columns(profile, {"busy_gpus": FLEET_PROFILE_COLUMNS["busy_gpus"]}, "busy")
-        busy_gpus = profile["busy_gpus"].to_numpy(dtype=np.float64)
+        check_columns(profile, {column: FLEET_PROFILE_COLUMNS[column]}, "busy")
+        busy_gpus = profile[column].to_numpy(dtype=np.float64)
         if not np.isfinite(busy_gpus).all() or (busy_gpus < 0).any():
-            raise ValueError("busy['busy_gpus'] must be finite and >= 0")
+            raise ValueError(f"busy[{column!r}] must be finite and >= 0")
         with np.errstate(over="ignore", invalid="ignore"):
             busy_s = float(np.dot(busy_gpus, profile["duration_s"])) * _to_month(profile)
     else:
@@ -591,19 +678,27 @@ def reserved_break_even(prices: Prices) -> float:
     return 1.0 - prices.reserved_discount
 
 
-def best_reserved_gpus(fleet: pd.DataFrame, prices: Prices) -> int:
+def best_reserved_gpus(fleet: pd.DataFrame, prices: Prices, *, spot_share: float = 0.0) -> int:
     """The number of GPUs to reserve under a fleet that varies (a ``fleet_profile``).
 
-    The ``k``-th reserved GPU saves On-Demand hours only while the fleet needs at least ``k``, so it
-    pays off when that happens more than ``1 - reserved_discount`` of the time: the answer is the
-    largest such ``k`` (0 if none). Spot is left out of this comparison.
+    The ``k``-th reserved GPU saves the hours it replaces only while the fleet needs at least ``k``,
+    so it pays off when that happens more than the reserved rate over the replaced hour's price of
+    the time: ``1 - reserved_discount`` against On-Demand. With ``spot_share`` of the hours above the
+    reservation bought on spot (as ``monthly_bill`` buys them), the replaced hour is that blend of
+    On-Demand and spot (replacements included), a cheaper hour, so fewer GPUs are worth reserving.
+    The answer is the largest such ``k`` (0 if none).
     """
     if not isinstance(fleet, pd.DataFrame):
         raise TypeError(f"fleet must be a fleet_profile DataFrame, got {_kind(fleet)}")
+    if not isinstance(prices, Prices):
+        raise TypeError(f"prices must be a Prices, got {_kind(prices)}")
     profile = _profile(fleet)
+    spot_share = check_probability("spot_share", spot_share)
     gpus = profile["gpus"].to_numpy(dtype=np.float64)
     durations = profile["duration_s"].to_numpy(dtype=np.float64)
-    needed = reserved_break_even(prices)
+    replaced = (1.0 - spot_share) * prices.on_demand_usd_per_gpu_hour
+    replaced += spot_share * prices.spot_effective_usd_per_gpu_hour
+    needed = prices.reserved_usd_per_gpu_hour / replaced
 
     def worth_it(k: int) -> bool:
         # The k-th GPU is in use for the part of the time the fleet exceeds k - 1 (a fractional
@@ -637,6 +732,7 @@ def serverless_break_even(
     """
     if not isinstance(prices, Prices):
         raise TypeError(f"prices must be a Prices, got {_kind(prices)}")
+    _check_serverless(prices)
     busy_s = check_positive("busy_gpu_s_per_request", busy_gpu_s_per_request)
     provisioned = prices.usd_per_gpu_hour(purchase)
     per_request = busy_s * prices.serverless_usd_per_gpu_s + prices.serverless_usd_per_request
