@@ -571,3 +571,138 @@ def test_bad_difficulty_and_bad_forecast_are_refused_by_name():
         )
     with pytest.raises(ValueError, match="target_utilization"):
         autoscale_efficiency(simulate(make_arrivals([0.0]), PlatformConfig(POOL), seed=0), 0.0)
+
+
+# -- surge modes on a continuous pool: the TTFT signal and the playbook ---------------------------------
+
+from scaleplay.controls import PLAYBOOK_COLUMNS, mode_playbook, mode_switches  # noqa: E402
+from scaleplay.simulator import ContinuousBatcherConfig  # noqa: E402
+from scaleplay.steptime import load_step_profile  # noqa: E402
+
+FP8_70B = load_step_profile("h100-80gb", "Llama-3.1-70B", 4, dtype="fp8", compute_precision="fp8")
+TTFT_MODES = ModeControllerConfig(
+    surge=ModeSettings(
+        enter=ModeSignals(ttft_p99_s=1.5, arrival_rate_per_s=9.0),
+        exit=ModeSignals(ttft_p99_s=1.2, arrival_rate_per_s=7.0),
+        knobs=ModeKnobs(shed_priority_from=1),
+    ),
+    emergency=ModeSettings(
+        enter=ModeSignals(ttft_p99_s=4.0, arrival_rate_per_s=20.0),
+        exit=ModeSignals(ttft_p99_s=1.5, arrival_rate_per_s=12.0),
+        knobs=ModeKnobs(shed_priority_from=1, queue_capacity=20),
+    ),
+    interval_s=5.0,
+    window_s=30.0,
+    min_dwell_s=60.0,
+)
+
+
+def token_burst_arrivals(seed: int) -> pd.DataFrame:
+    """6/s of 1,000-token prompts and 100-token answers, 30/s from 120 s to 240 s; 70% priority 1."""
+    t = np.concatenate(
+        (
+            poisson_times(6.0, 0.0, 120.0, seed, "before"),
+            poisson_times(30.0, 120.0, 240.0, seed, "burst"),
+            poisson_times(6.0, 240.0, 480.0, seed, "after"),
+        )
+    )
+    priority = (stream(seed, "classes").random(len(t)) < 0.7).astype(np.int64)
+    return make_arrivals(t, priority=priority, tokens_in=1000, tokens_out=100)
+
+
+def token_pool() -> PoolConfig:
+    return PoolConfig(2, FP8_70B, ContinuousBatcherConfig(max_num_seqs=64))
+
+
+def test_mode_signals_check_the_ttft_threshold():
+    with pytest.raises(ValueError, match="ttft_p99_s"):
+        ModeSignals(ttft_p99_s=-1.0)
+    with pytest.raises(ValueError, match="hysteresis"):
+        ModeSettings(enter=ModeSignals(ttft_p99_s=1.0), exit=ModeSignals(ttft_p99_s=2.0))
+    with pytest.raises(ValueError, match="both thresholds or neither"):
+        ModeSettings(enter=ModeSignals(ttft_p99_s=1.0), exit=ModeSignals(queue_length=2.0))
+    assert TTFT_MODES.reads_ttft and not SURGE.reads_ttft
+    signals = {"queue_length": 0.0, "p99_s": math.nan, "arrival_rate_per_s": 1.0, "ttft_p99_s": 5.0}
+    assert TTFT_MODES.next_mode(0, signals, 0.0) == 2  # a TTFT of 5 s jumps straight to emergency
+    assert TTFT_MODES.next_mode(0, {**signals, "ttft_p99_s": math.nan}, 0.0) == 0  # no reading: no step
+    calm = {**signals, "ttft_p99_s": 1.3}  # below surge's entry, above its exit: hold
+    assert TTFT_MODES.next_mode(1, calm, 600.0) == 1
+    assert TTFT_MODES.next_mode(1, {**calm, "ttft_p99_s": 1.0}, 59.0) == 1  # dwell not served yet
+    assert TTFT_MODES.next_mode(1, {**calm, "ttft_p99_s": 1.0}, 60.0) == 0
+
+
+def test_ttft_signal_steps_up_to_emergency_and_back_without_flapping():
+    arrivals = token_burst_arrivals(seed=5)
+    pool = token_pool()
+    plain = simulate(arrivals, PlatformConfig(pool), seed=5)
+    run = simulate(arrivals, PlatformConfig(pool, modes=TTFT_MODES, overflow=OverflowConfig(2.0)), seed=5)
+    modes = run.modes["mode"].tolist()
+    assert "emergency" in modes and modes[0] == modes[-1] == "normal", run.modes
+    # up through the modes and down one step at a time: no mode is entered twice from below
+    assert mode_switches(run) == len(modes) - 1 <= 4, run.modes
+    steps = np.diff([["normal", "surge", "emergency"].index(m) for m in modes])
+    assert (steps[steps < 0] == -1).all()
+    changes = run.modes["t_s"].to_numpy()
+    assert 120.0 < changes[1] < 150.0 and changes[-1] > 240.0  # it reacts to the burst, not before
+    # the controller keeps the paid class at its TTFT where the plain pool lets its line grow
+    paid = [r.log[(r.log["priority"] == 0) & (r.log["outcome"] == "completed")] for r in (plain, run)]
+    assert np.percentile(paid[1]["ttft_s"], 99) < 0.5 * np.percentile(paid[0]["ttft_s"], 99)
+    check_books(run, arrivals)
+
+
+def test_mode_playbook_accounts_for_every_arrival_by_its_mode():
+    arrivals = token_burst_arrivals(seed=5)
+    offline = OverflowConfig(2.0, price_per_request_usd=0.01)
+    run = simulate(arrivals, PlatformConfig(token_pool(), modes=TTFT_MODES, overflow=offline), seed=5)
+    book = mode_playbook(run, ttft_slo_s=2.0, tpot_slo_s=0.1, usd_per_gpu_hour=6.88)
+    assert list(book.columns) == ["normal", "surge", "emergency"]
+    assert list(book.index) == list(PLAYBOOK_COLUMNS)
+    assert book.loc["arrivals"].sum() == len(arrivals)
+    assert book.loc["switches flipped", "normal"] == "none"
+    assert "queue bounded at 20 (the rest offline)" in book.loc["switches flipped", "emergency"]
+    assert book.loc["enter when", "emergency"] == "arrivals >= 20/s or p99 TTFT >= 4 s"
+    for mode in ("surge", "emergency"):  # both shed the free class: about 70% of their arrivals
+        assert 0.6 < book.loc["refused share", mode] < 0.8
+    assert book.loc["offline share", "emergency"] > 0 and book.loc["offline share", "normal"] == 0
+    spans = book.loc["time in mode (s)"].astype(float)
+    assert spans.sum() == pytest.approx(run.horizon_s)
+    shares = book.loc[["refused share", "offline share", "share at SLO"]].astype(float)
+    assert (shares.sum() <= 1 + 1e-12).all()
+    assert (book.loc["USD per 1k answered"].astype(float) > 0).all()
+
+
+def test_mode_playbook_and_switches_refuse_bad_input():
+    arrivals = token_burst_arrivals(seed=5).iloc[:200]
+    plain = simulate(arrivals, PlatformConfig(token_pool()), seed=5)
+    with pytest.raises(ValueError, match="no surge controller"):
+        mode_playbook(plain, ttft_slo_s=2.0, tpot_slo_s=0.1, usd_per_gpu_hour=6.88)
+    with pytest.raises(ValueError, match="no surge controller"):
+        mode_switches(plain)
+    with pytest.raises(TypeError, match="SimulationResult"):
+        mode_switches(plain.log)
+    run = simulate(arrivals, PlatformConfig(token_pool(), modes=TTFT_MODES), seed=5)
+    assert mode_switches(run) == 0
+    with pytest.raises(ValueError, match="ttft_slo_s"):
+        mode_playbook(run, ttft_slo_s=0.0, tpot_slo_s=0.1, usd_per_gpu_hour=6.88)
+
+
+def test_the_ttft_signal_alone_sees_a_line_build_on_a_continuous_pool():
+    arrivals = token_burst_arrivals(seed=5)
+    on_ttft = ModeControllerConfig(
+        surge=ModeSettings(
+            enter=ModeSignals(ttft_p99_s=1.5),
+            exit=ModeSignals(ttft_p99_s=1.0),
+            knobs=ModeKnobs(shed_priority_from=1),
+        ),
+        interval_s=5.0,
+        window_s=30.0,
+        min_dwell_s=60.0,
+    )
+    run = simulate(arrivals, PlatformConfig(token_pool(), modes=on_ttft), seed=5)
+    changes = run.modes["t_s"].to_numpy()
+    # the line builds within seconds of the burst (the waits so far count), long before answers end
+    assert len(changes) >= 2 and 120.0 < changes[1] <= 135.0, run.modes
+    # a static pool has no first tokens: the signal reads nothing, so the controller never moves
+    static = PoolConfig(2, EXPONENTIAL)
+    calm = simulate(arrivals.iloc[:300], PlatformConfig(static, modes=on_ttft), seed=5)
+    assert mode_switches(calm) == 0

@@ -15,10 +15,29 @@ from hypothesis import strategies as st
 from conftest import assert_outcomes_balance, make_arrivals, poisson_arrivals
 from scaleplay.alerting import SLO
 from scaleplay.config import CONTINUOUS_POLICIES
+from scaleplay.metrics import token_slo_met
 from scaleplay.profiles import AffineServiceTime, RandomServiceTime
-from scaleplay.regions import Fault, Region, RegionsConfig, fault_impact, region_report
+from scaleplay.regions import (
+    Fault,
+    Region,
+    RegionsConfig,
+    fault_impact,
+    region_report,
+    region_token_report,
+    served_from,
+)
+from scaleplay.rng import stream
 from scaleplay.schema import REGION_LOG_COLUMNS, REQUEST_LOG_COLUMNS
-from scaleplay.simulator import POLICIES, BatcherConfig, GatewayConfig, PlatformConfig, PoolConfig, simulate
+from scaleplay.simulator import (
+    POLICIES,
+    BatcherConfig,
+    ContinuousBatcherConfig,
+    GatewayConfig,
+    PlatformConfig,
+    PoolConfig,
+    simulate,
+)
+from scaleplay.steptime import load_step_profile
 from test_properties import STAMPS, arrivals_tables
 
 #: The balancing policies a static batcher takes (the rest read a continuous batcher's KV cache).
@@ -410,3 +429,84 @@ def test_fault_impact_names_the_run_without_regions_or_with_other_regions():
     impact = fault_impact(faulty, baseline, SLO_3S)
     assert list(impact.index) == ["us", "eu", "ap", "all"]
     assert np.isfinite(impact[["goodput_per_s", "baseline_goodput_per_s", "budget_lost"]].to_numpy()).all()
+
+
+# -- the token SLO by region, and a central pool seen from every region --------------------------------
+
+ENGINE_STEP = load_step_profile("h100-80gb", "Llama-3.1-8B", 1)
+# users in "far" are nearer to "home" than to their own region's servers: everyone is served at home
+PINNED_RTT = ((0.01, 0.5), (0.05, 0.6))
+HOME_FAR = (Region("home", 0.6), Region("far", 0.4))
+
+
+def _engine_arrivals(seed: int) -> pd.DataFrame:
+    arrivals = poisson_arrivals(6.0, 600, seed=seed, tokens_in=400, tokens_out=60)
+    origins = np.where(stream(seed, "test-origins").random(len(arrivals)) < 0.6, "home", "far")
+    return arrivals.assign(origin_region=origins.astype(object))
+
+
+def test_a_central_pool_seen_from_its_users_is_a_platform_whose_users_all_route_home():
+    """served_from on a run without regions gives the very log of a run with regions in which every
+    origin's nearest region is the home one: the same service, the round trip added on the way back."""
+    arrivals = _engine_arrivals(21)
+    pool = PoolConfig(2, ENGINE_STEP, ContinuousBatcherConfig())
+    regions = RegionsConfig(HOME_FAR, PINNED_RTT, failover=False)
+    central = simulate(arrivals.drop(columns="origin_region"), PlatformConfig(pool), seed=21)
+    routed = simulate(arrivals, PlatformConfig(pool, regions=regions), seed=21)
+    seen = served_from(central.log, arrivals["origin_region"], regions, "home")
+    assert (routed.log["region"] == "home").all()
+    columns = ["origin_region", "region", "retries", "outcome"]
+    pd.testing.assert_frame_equal(seen[columns], routed.log[columns])
+    for column in ("rtt_s", "ttft_s", "latency_s", "responded_s", "tpot_s"):
+        np.testing.assert_allclose(seen[column], routed.log[column], rtol=0, atol=1e-9, err_msg=column)
+    # the far users' first tokens came 50 ms later than the engine made them
+    far = (seen["origin_region"] == "far").to_numpy()
+    np.testing.assert_allclose((seen["ttft_s"] - central.log["ttft_s"])[far], 0.05, atol=1e-12)
+
+
+def test_region_token_report_splits_the_share_at_the_slo_by_origin():
+    arrivals = _engine_arrivals(22)
+    regions = RegionsConfig(HOME_FAR, PINNED_RTT, failover=False)
+    pool = PoolConfig(2, ENGINE_STEP, ContinuousBatcherConfig())
+    log = simulate(arrivals, PlatformConfig(pool, regions=regions), seed=22).log
+    # a TTFT SLO at the home users' median: the far users' 40 ms more round trip puts more above it
+    ttft = log["ttft_s"].to_numpy()
+    origin = log["origin_region"].to_numpy()
+    slo_s = float(np.nanpercentile(ttft[origin == "home"], 50))
+    report = region_token_report(log, regions, ttft_slo_s=slo_s, tpot_slo_s=1.0)
+    assert list(report.index) == ["home", "far", "all"]
+    assert report.loc[["home", "far"], "requests"].sum() == report.loc["all", "requests"] == len(log)
+    for name in ("home", "far"):
+        part = log[origin == name]
+        assert report.loc[name, "attainment"] == float(token_slo_met(part, slo_s, 1.0).mean())
+        assert report.loc[name, "p99_ttft_s"] == pytest.approx(np.nanpercentile(part["ttft_s"], 99))
+    assert report.loc["far", "attainment"] < report.loc["home", "attainment"]  # the round trip shows
+    # the matrix makes home every user's nearest region: nobody was served elsewhere
+    assert (report["served_elsewhere"] == 0).all()
+
+
+def test_served_from_and_region_token_report_refuse_bad_input_by_name():
+    arrivals = _engine_arrivals(23)
+    regions = RegionsConfig(HOME_FAR, PINNED_RTT)
+    pool = PoolConfig(1, ENGINE_STEP, ContinuousBatcherConfig())
+    plain = simulate(arrivals.drop(columns="origin_region"), PlatformConfig(pool), seed=23).log
+    origins = arrivals["origin_region"]
+    with pytest.raises(ValueError, match="region must be one of"):
+        served_from(plain, origins, regions, "moon")
+    with pytest.raises(TypeError, match="origins"):
+        served_from(plain, "home", regions, "home")
+    with pytest.raises(ValueError, match="origins must name a region for every request_id"):
+        served_from(plain, origins[:10], regions, "home")
+    with pytest.raises(ValueError, match="origin_region"):
+        served_from(plain, origins.replace("far", "mars"), regions, "home")
+    with pytest.raises(TypeError, match="regions"):
+        served_from(plain, origins, {"home": 1.0}, "home")
+    seen = served_from(plain, origins, regions, "home")
+    with pytest.raises(ValueError, match="without regions"):
+        served_from(seen, origins, regions, "home")
+    with pytest.raises(ValueError, match="origin_region"):
+        region_token_report(plain, regions, ttft_slo_s=1.0, tpot_slo_s=0.1)
+    with pytest.raises(TypeError, match="regions"):
+        region_token_report(seen, None, ttft_slo_s=1.0, tpot_slo_s=0.1)
+    with pytest.raises(ValueError, match="ttft_slo_s"):
+        region_token_report(seen, regions, ttft_slo_s=0.0, tpot_slo_s=0.1)

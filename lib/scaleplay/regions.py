@@ -4,7 +4,9 @@ The configs (``Region``, ``Fault``, ``RegionsConfig``) live in ``scaleplay.confi
 documents the rules, and are re-exported here; ``scaleplay.sim.router`` and ``scaleplay.sim.faults``
 do the mechanics. ``region_report`` gives each origin region's (and all users') goodput, p99 and the
 share of the SLO's error budget the run spent; ``fault_impact`` sets a faulty run beside a no-fault
-baseline run with the same seed.
+baseline run with the same seed. On the token SLO: ``region_token_report`` gives each origin's share
+of requests within TTFT and TPOT SLOs and its p99s, and ``served_from`` turns the log of a platform
+without regions (one central pool) into what the users of every region see: their round trips added.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import pandas as pd
 from ._validate import _kind, _show
 from .alerting import MAX_SPAN_S, SLO, _check_evaluation, evaluate_alerts
 from .config import Fault, Region, RegionsConfig
+from .config.regions import check_origin_names
+from .metrics import token_latency_percentiles, token_slo_met
+from .schema import REQUEST_LOG_COLUMNS, check_columns
 from .sim import SimulationResult
 
 __all__ = [
@@ -25,6 +30,9 @@ __all__ = [
     "RegionsConfig",
     "region_report",
     "fault_impact",
+    "REGION_TOKEN_COLUMNS",
+    "region_token_report",
+    "served_from",
 ]
 
 _REPORT_COLUMNS = (
@@ -151,4 +159,86 @@ def fault_impact(
         }
     )
     out["budget_lost"] = out["budget_consumed"] - out["baseline_budget_consumed"]
+    return out
+
+
+#: The columns of ``region_token_report``, one row per origin region and a last row ``"all"``.
+REGION_TOKEN_COLUMNS: dict[str, str] = {
+    "requests": "requests that arrived from the region's users",
+    "attainment": "their share completed within both token SLOs (experiments.slo_attainment's rule)",
+    "p99_ttft_s": "99th percentile time to first token of the completed ones, round trip included",
+    "p99_tpot_s": "99th percentile time per output token of the completed ones",
+    "served_elsewhere": "requests served outside the region nearest their users (failover, spill)",
+}
+
+
+def region_token_report(
+    log: pd.DataFrame, regions: RegionsConfig, *, ttft_slo_s: float, tpot_slo_s: float
+) -> pd.DataFrame:
+    """The token SLO as each origin region's users saw it (``REGION_TOKEN_COLUMNS``), and for all.
+
+    ``log`` is the RequestLog of a continuous-batching platform with ``regions`` (or ``served_from``'s
+    log of a central pool): its ``ttft_s`` carries each request's round trip.
+    """
+    if not isinstance(regions, RegionsConfig):
+        raise TypeError(f"regions must be a RegionsConfig, got {_kind(regions)}")
+    check_columns(log, {"origin_region": ("object", "the region of the request's user")}, "log")
+    check_columns(log, {"region": ("object", "the region that served it")}, "log")
+    nearest = {a: regions.names[regions.preference(k)[0]] for k, a in enumerate(regions.names)}
+    met = token_slo_met(log, ttft_slo_s, tpot_slo_s)
+    origin = log["origin_region"].to_numpy()
+    served = log["region"].to_numpy()
+    elsewhere = (served != "") & (served != np.array([nearest.get(a, a) for a in origin], dtype=object))
+    rows = {}
+    for name, mask in [*((a, origin == a) for a in regions.names), ("all", np.ones(len(log), bool))]:
+        tails = token_latency_percentiles(log[mask], quantiles=(0.99,))["p99_s"]
+        rows[name] = {
+            "requests": float(mask.sum()),
+            "attainment": float(met[mask].mean()) if mask.any() else math.nan,
+            "p99_ttft_s": float(tails["ttft"]),
+            "p99_tpot_s": float(tails["tpot"]),
+            "served_elsewhere": float(elsewhere[mask].sum()),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")[list(REGION_TOKEN_COLUMNS)]
+    return table.rename_axis("origin_region")
+
+
+def served_from(log: pd.DataFrame, origins: object, regions: RegionsConfig, region: str) -> pd.DataFrame:
+    """The log of a platform without regions, its one pool in ``region``, as every region's users see it.
+
+    ``origins`` names the region of each request's user, one entry per request in ``request_id`` order
+    (the arrivals' ``origin_region`` column). Each completed request's round trip from its origin to
+    ``region`` (``regions.rtt_s``) is added to ``responded_s``, ``latency_s`` and, with continuous
+    batching, ``ttft_s``, as a platform with regions adds it; the log gains ``origin_region``,
+    ``region`` (``""`` if rejected), ``rtt_s`` (NaN if rejected) and ``retries`` (0), the columns of
+    ``schema.REGION_LOG_COLUMNS``.
+    """
+    if not isinstance(regions, RegionsConfig):
+        raise TypeError(f"regions must be a RegionsConfig, got {_kind(regions)}")
+    if region not in regions.names:
+        raise ValueError(f"region must be one of {list(regions.names)}, got {_show(region)}")
+    check_columns(log, {c: REQUEST_LOG_COLUMNS[c] for c in ("request_id", "outcome", "reject_reason")}, "log")
+    if "region" in log.columns:
+        raise ValueError("log must come from a platform without regions; it already has a 'region' column")
+    if isinstance(origins, (str, bytes)) or not hasattr(origins, "__len__"):
+        raise TypeError(f"origins must be a sequence of region names, one per request, got {_kind(origins)}")
+    names = check_origin_names(list(origins), regions.names)
+    ids = log["request_id"].to_numpy()
+    if len(ids) and (ids.min() < 0 or ids.max() >= len(names)):
+        raise ValueError(
+            f"origins must name a region for every request_id of log (0 to {ids.max()}), got {len(names)}"
+        )
+    origin = names[ids]
+    home = regions.names.index(region)
+    rtt = regions.rtt_matrix()[origin, home]
+    rejected = (log["outcome"] == "rejected").to_numpy()
+    out = log.copy()
+    done = (out["outcome"] == "completed").to_numpy()
+    for column in ("responded_s", "latency_s", "ttft_s"):
+        if column in out.columns:
+            out[column] = out[column].to_numpy(dtype=np.float64) + np.where(done, rtt, 0.0)
+    out["origin_region"] = np.array(regions.names, dtype=object)[origin]
+    out["region"] = np.where(rejected, "", region).astype(object)
+    out["rtt_s"] = np.where(rejected, np.nan, rtt)
+    out["retries"] = np.zeros(len(out), dtype=np.int64)
     return out

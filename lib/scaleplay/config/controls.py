@@ -16,9 +16,11 @@ reports. What each control means:
   expected time for it (the mean batch time of a batch of one with its tokens); it is answered at
   that instant by the small model's answer it already holds (with a cascade) or by a cached answer
   after ``cache_latency_s``. Such requests are logged ``degraded``.
-- **Surge modes** (``ModeControllerConfig``): every ``interval_s`` the controller reads three signals
-  (the gateway's backlog, the p99 latency of the requests answered in the last ``window_s`` and the
-  arrival rate over that window) and moves between ``MODES`` with hysteresis: it steps up at once
+- **Surge modes** (``ModeControllerConfig``): every ``interval_s`` the controller reads its signals
+  (the gateway's backlog, the p99 latency of the requests answered in the last ``window_s``, the
+  arrival rate over that window and, for a token SLO, the p99 time to first token of the requests
+  admitted in that window, one still waiting counted by its wait so far) and moves between ``MODES``
+  with hysteresis: it steps up at once
   to the highest mode whose ``enter`` thresholds any signal reaches, and steps down one mode only
   when every signal is below that mode's ``exit`` thresholds and the mode has lasted ``min_dwell_s``.
   Each mode's ``ModeKnobs`` override the base config's batcher and gateway knobs.
@@ -114,16 +116,23 @@ class TimeBoxConfig:
 # ---------------------------------------------------------------------------------------------------
 # Surge modes
 
-_SIGNALS = ("queue_length", "p99_s", "arrival_rate_per_s")
+_SIGNALS = ("queue_length", "p99_s", "arrival_rate_per_s", "ttft_p99_s")
 
 
 @dataclass(frozen=True)
 class ModeSignals:
-    """Thresholds on the controller's signals; ``None`` leaves a signal out."""
+    """Thresholds on the controller's signals; ``None`` leaves a signal out.
+
+    ``ttft_p99_s`` reads the p99 time to first token of the requests admitted in the last ``window_s``,
+    a request still waiting counted by its wait so far (so it rises as soon as a line builds, not when
+    the late answers finish); it needs a continuous-batching pool (elsewhere it reads NaN, which
+    reaches no threshold).
+    """
 
     queue_length: float | None = None
     p99_s: float | None = None
     arrival_rate_per_s: float | None = None
+    ttft_p99_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in _SIGNALS:
@@ -218,6 +227,14 @@ class ModeControllerConfig:
         _set(self, "interval_s", check_seconds("interval_s", self.interval_s, positive=True))
         _set(self, "window_s", check_seconds("window_s", self.window_s, positive=True))
         _set(self, "min_dwell_s", check_seconds("min_dwell_s", self.min_dwell_s))
+
+    @property
+    def reads_ttft(self) -> bool:
+        """Whether some threshold reads the TTFT signal (the controller computes it only then)."""
+        return any(
+            settings.enter.ttft_p99_s is not None or settings.exit.ttft_p99_s is not None
+            for settings in self.levels
+        )
 
     @property
     def levels(self) -> tuple[ModeSettings, ...]:

@@ -1,5 +1,6 @@
 """The surge controller: every ``interval_s`` it reads the gateway's backlog, the p99 latency of the
-answers of the last ``window_s`` and the arrival rate over that window, and moves between ``MODES``
+answers of the last ``window_s``, the arrival rate over that window and (when a threshold reads it) the
+p99 time to first token of the requests admitted in that window, and moves between ``MODES``
 with hysteresis (``config.controls.ModeControllerConfig``'s rules). A mode's knobs turn the gateway's
 queue capacity and shedding and the batcher of every large pool (each from its own base config)."""
 
@@ -14,6 +15,7 @@ import numpy as np
 import simpy
 
 from ...config import ModeControllerConfig
+from ..requests import REJECTED, as_numpy
 from ..response import LatencyWindow
 from ..run import Run
 
@@ -47,12 +49,32 @@ class ModeController:
                 "queue_length": float(platform.gateway.backlog),
                 "p99_s": float(np.percentile([x[1] for x in recent], 99)) if recent else math.nan,
                 "arrival_rate_per_s": (bisect_right(t, now) - bisect_right(t, low)) / modes.window_s,
+                "ttft_p99_s": self.ttft_p99_s(low, now) if modes.reads_ttft else math.nan,
             }
             new = modes.next_mode(level, signals, now - since)
             if new != level:
                 level, since = new, now
                 platform.mode_changes.append((now, level))
                 self.apply(level)
+
+    def ttft_p99_s(self, low: float, now: float) -> float:
+        """The p99 time to first token of the requests that arrived in ``(low, now]`` and were admitted,
+        one without a first token yet counted by its wait so far; NaN without a continuous pool."""
+        requests = self.platform.requests
+        first_token = getattr(requests, "first_token", None)
+        if first_token is None:
+            return math.nan
+        t = requests.t
+        start, end = bisect_right(t, low), bisect_right(t, now)
+        if end <= start:
+            return math.nan
+        arrived = as_numpy(t, np.float64)[start:end]
+        first = as_numpy(first_token, np.float64)[start:end]
+        admitted = as_numpy(requests.state, np.int8)[start:end] != REJECTED
+        if not admitted.any():
+            return math.nan
+        waited = np.where(np.isnan(first), now, first) - arrived
+        return float(np.percentile(waited[admitted], 99))
 
     def apply(self, level: int) -> None:
         knobs, gateway = self.config.knobs(level), self.platform.gateway
