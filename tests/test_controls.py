@@ -293,15 +293,20 @@ def test_time_box_returns_the_small_answer_of_an_escalation_that_ran_out_of_budg
 BATCHABLE = RandomServiceTime(AffineServiceTime(fixed_s=0.8, per_item_s=0.2), "exponential")
 
 
-def burst_arrivals(seed: int) -> pd.DataFrame:
-    """3/s with a 2.5x burst from 600 s to 900 s, two classes (priority 1 is a quarter)."""
-    t = np.concatenate(
+def burst_times(seed: int, rate: float, burst_rate: float, start_s: float, end_s: float, stop_s: float):
+    """Poisson arrivals at ``rate``, at ``burst_rate`` in [start_s, end_s), until ``stop_s``."""
+    return np.concatenate(
         (
-            poisson_times(3.0, 0.0, 600.0, seed, "before"),
-            poisson_times(7.5, 600.0, 900.0, seed, "burst"),
-            poisson_times(3.0, 900.0, 1800.0, seed, "after"),
+            poisson_times(rate, 0.0, start_s, seed, "before"),
+            poisson_times(burst_rate, start_s, end_s, seed, "burst"),
+            poisson_times(rate, end_s, stop_s, seed, "after"),
         )
     )
+
+
+def burst_arrivals(seed: int) -> pd.DataFrame:
+    """3/s with a 2.5x burst from 600 s to 900 s, two classes (priority 1 is a quarter)."""
+    t = burst_times(seed, 3.0, 7.5, 600.0, 900.0, 1800.0)
     priority = (stream(seed, "classes").random(len(t)) < 0.25).astype(np.int64)
     return make_arrivals(t, priority=priority)
 
@@ -599,13 +604,7 @@ TTFT_MODES = ModeControllerConfig(
 
 def token_burst_arrivals(seed: int) -> pd.DataFrame:
     """6/s of 1,000-token prompts and 100-token answers, 30/s from 120 s to 240 s; 70% priority 1."""
-    t = np.concatenate(
-        (
-            poisson_times(6.0, 0.0, 120.0, seed, "before"),
-            poisson_times(30.0, 120.0, 240.0, seed, "burst"),
-            poisson_times(6.0, 240.0, 480.0, seed, "after"),
-        )
-    )
+    t = burst_times(seed, 6.0, 30.0, 120.0, 240.0, 480.0)
     priority = (stream(seed, "classes").random(len(t)) < 0.7).astype(np.int64)
     return make_arrivals(t, priority=priority, tokens_in=1000, tokens_out=100)
 
