@@ -244,10 +244,7 @@ def offline_report(result: SimulationResult) -> pd.Series:
 
 def mode_switches(result: SimulationResult) -> int:
     """How many times the surge controller changed mode in the run (a flapping controller's count)."""
-    if not isinstance(result, SimulationResult):
-        raise TypeError(f"result must be a SimulationResult, got {type(result).__name__}")
-    if result.config.modes is None:
-        raise ValueError("result has no surge controller: set PlatformConfig.modes to read its modes")
+    _modes_of(result)
     return max(len(result.modes) - 1, 0)  # the first row is the start, in normal
 
 
@@ -373,5 +370,5 @@ def _modes_of(result: SimulationResult) -> ModeControllerConfig:
     if not isinstance(result, SimulationResult):
         raise TypeError(f"result must be a SimulationResult, got {type(result).__name__}")
     if result.config.modes is None:
-        raise ValueError("result has no surge controller: set PlatformConfig.modes to read its playbook")
+        raise ValueError("result has no surge controller: set PlatformConfig.modes to read its modes")
     return result.config.modes

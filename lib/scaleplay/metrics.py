@@ -153,10 +153,14 @@ def stage_breakdown(log: pd.DataFrame, quantiles: Sequence[float] = (0.5, 0.99))
     """
     qs = _check_quantiles(quantiles)
     _need(log, "log", REQUEST_LOG_COLUMNS, ["outcome", *{c for pair in STAGES.values() for c in pair}])
-    done = _completed(log)
+    return _stage_table(_completed(log), STAGES, qs)
+
+
+def _stage_table(log: pd.DataFrame, stages: dict[str, tuple[str, str]], qs: list[float]) -> pd.DataFrame:
+    """Each stage's mean, quantiles and share of the summed means over the rows of ``log``."""
     rows = {}
-    for stage, (start, end) in STAGES.items():
-        durations = (done[end] - done[start]).to_numpy(dtype=np.float64)
+    for stage, (start, end) in stages.items():
+        durations = (log[end] - log[start]).to_numpy(dtype=np.float64)
         mean_s = float(durations.mean()) if len(durations) else math.nan
         rows[stage] = {"mean_s": mean_s, **_quantile_entries(durations, qs)}
     table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("stage")
@@ -189,15 +193,7 @@ def ttft_breakdown(log: pd.DataFrame, quantiles: Sequence[float] = (0.5, 0.99)) 
     _need(log, "log", REQUEST_LOG_COLUMNS, sorted(columns))
     _need(log, "log", ENGINE_LOG_COLUMNS, ["first_token_s", "ttft_s"])
     ttft = check_real_array("log['ttft_s']", log["ttft_s"].to_numpy())
-    answered = log[~np.isnan(ttft)]
-    rows = {}
-    for stage, (start, end) in TTFT_STAGES.items():
-        durations = (answered[end] - answered[start]).to_numpy(dtype=np.float64)
-        mean_s = float(durations.mean()) if len(durations) else math.nan
-        rows[stage] = {"mean_s": mean_s, **_quantile_entries(durations, qs)}
-    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("stage")
-    table["share_of_mean"] = table["mean_s"] / table["mean_s"].sum()
-    return table
+    return _stage_table(log[~np.isnan(ttft)], TTFT_STAGES, qs)
 
 
 def outcome_counts(log: pd.DataFrame) -> pd.Series:
