@@ -7,6 +7,7 @@ import hashlib
 from importlib import resources
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from scaleplay.measured import VLLM_COLUMNS, load_vllm_measurements, replay_arrivals, vllm_experiments
@@ -92,3 +93,111 @@ def test_token_latency_percentiles_and_joint_slo_attainment_on_the_measurements(
         joint_slo_attainment(frame, ttft_slo_s=0.0, tpot_slo_s=0.1)
     with pytest.raises(ValueError, match="lacks the columns"):
         joint_slo_attainment(frame.drop(columns="tpot_s"), 1.0, 0.1)
+
+
+# -- which server was measured ---------------------------------------------------------------------
+
+
+def test_prefill_groups_are_first_tokens_that_came_out_together():
+    from scaleplay.measured import prefill_groups
+
+    # first tokens at 3.0 and 3.001 (shuffled in), 1.0 and 1.0005, and 2.0 alone
+    requests = pd.DataFrame(
+        {
+            "arrival_s": [2.9, 0.5, 1.8, 0.9, 2.95],
+            "ttft_s": [0.1, 0.5005, 0.2, 0.1, 0.051],
+            "tokens_in": [10, 300, 50, 100, 10],
+        }
+    )
+    groups = prefill_groups(requests)
+    assert list(groups.columns) == ["first_token_s", "prompts", "longest_prompt", "padding_tokens"]
+    assert groups["first_token_s"].tolist() == pytest.approx([1.0, 3.0])
+    assert groups["prompts"].tolist() == [2, 2]
+    assert groups["longest_prompt"].tolist() == [300, 10]
+    assert groups["padding_tokens"].tolist() == [2 * 300 - 400, 0]  # padded to the longest
+    assert len(prefill_groups(requests, tolerance_s=1e-4)) == 0  # tighter: no two together
+    assert prefill_groups(requests.iloc[:0]).empty
+
+
+@pytest.mark.parametrize(
+    ("requests", "tolerance_s", "error", "words"),
+    [
+        ([1, 2], 0.002, TypeError, ["requests", "DataFrame"]),
+        (pd.DataFrame({"arrival_s": [0.0], "ttft_s": [0.1]}), 0.002, ValueError, ["tokens_in"]),
+        (
+            pd.DataFrame({"arrival_s": [0.0], "ttft_s": [0.1], "tokens_in": [5]}),
+            0.0,
+            ValueError,
+            ["tolerance_s"],
+        ),
+    ],
+)
+def test_prefill_groups_refuse_bad_input(requests, tolerance_s, error, words):
+    from scaleplay.measured import prefill_groups
+
+    with pytest.raises(error) as caught:
+        prefill_groups(requests, tolerance_s=tolerance_s)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_only_the_2_per_s_experiments_padded_past_v0s_default():
+    # the trace that tells the launches apart (book/simulator.md, "Which server was measured")
+    from scaleplay.measured import V0_MAX_PADDINGS, prefill_groups
+
+    largest = {}
+    for (requests, rate), group in load_vllm_measurements().groupby(["requests", "rate_per_s"]):
+        groups = prefill_groups(group)
+        largest[rate == 2.0] = max(largest.get(rate == 2.0, 0), groups["padding_tokens"].max())
+        if rate == 2.0:
+            assert groups["padding_tokens"].max() > V0_MAX_PADDINGS, requests
+        else:
+            assert groups["padding_tokens"].max() <= V0_MAX_PADDINGS, (requests, rate)
+        if rate >= 2.5:
+            assert len(groups) >= 10, (requests, rate)  # enough batches for the bound to say something
+    assert largest == {True: 1405, False: 254}  # as data/serving/README.md states
+
+
+def test_profiled_kv_tokens_is_vllm_v0s_arithmetic():
+    from scaleplay.measured import A100_REPORTED_MEMORY_BYTES, profiled_kv_tokens
+
+    weights = 12_853_473_280 * 2
+    activations = 65536 * (4 * 5120 + 2 * 20480) * 2  # embeddings, input, residual; two MLP tensors
+    block_bytes = 2 * 40 * 40 * 128 * 2 * 16
+    blocks = (A100_REPORTED_MEMORY_BYTES * 0.92 - weights - activations) // block_bytes
+    assert profiled_kv_tokens(0.92, 65536) == int(blocks) * 16 == 54_224
+    assert profiled_kv_tokens(0.95, 65536) > profiled_kv_tokens(0.92, 65536)
+    assert profiled_kv_tokens(0.95, 16384) > profiled_kv_tokens(0.95, 65536)
+    assert profiled_kv_tokens(0.95, 16384, block_tokens=32) % 32 == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "words"),
+    [
+        ((1.5, 16384), ValueError, ["gpu_memory_utilization", "1.5"]),
+        ((0.95, "16384"), TypeError, ["max_batched_tokens"]),
+        ((0.95, 0), ValueError, ["max_batched_tokens"]),
+        ((0.3, 16384), ValueError, ["no block for the KV cache", "0.3"]),
+    ],
+)
+def test_profiled_kv_tokens_refuses_bad_flags(args, error, words):
+    from scaleplay.measured import profiled_kv_tokens
+
+    with pytest.raises(error) as caught:
+        profiled_kv_tokens(*args)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_the_launches_of_that_week_end_with_the_published_script():
+    from scaleplay.measured import VLLM_SERVER, profiled_kv_tokens, vllm_launches
+
+    launches = vllm_launches()
+    assert list(launches.index) == sorted(launches.index) and len(launches) == 3
+    last = launches.iloc[-1]
+    assert last["gpu_memory_utilization"] == VLLM_SERVER["gpu_memory_utilization"]
+    assert last["max_batched_tokens"] == VLLM_SERVER["max_batched_tokens"]
+    for row in launches.itertuples():
+        assert row.kv_tokens == profiled_kv_tokens(row.gpu_memory_utilization, row.max_batched_tokens)
+    # one launch lifted the padding limit, and only it
+    assert (launches["max_paddings"] > 256).sum() == 1

@@ -25,6 +25,13 @@ real vLLM server"):
 - ``kv_tokens_held(requests)``: the KV cache a server held over time, reconstructed from its requests'
   times: how full the measured server's cache got.
 
+Which server was measured (the measurements do not record vLLM's flags):
+
+- ``vllm_launches()``: the three ways DistServe's script launched vLLM in the week before the
+  measurements were committed, each with the KV cache vLLM V0 sizes for it (``profiled_kv_tokens``).
+- ``prefill_groups(requests)``: the requests whose first tokens came out in the same instant, which vLLM V0
+  prefilled in one iteration, and the padding each such batch carried: the trace of ``max_paddings``.
+
 TPOT is DistServe's: ``(latency - TTFT) / (tokens_out - 1)`` per request, then the mean.
 
 >>> int(vllm_experiments().loc[(100, 1.0), "requests"])
@@ -42,7 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from ._validate import _kind, _show, check_finite, check_int, check_positive
+from ._validate import _kind, _show, check_finite, check_int, check_positive, check_range
 from .config import BatcherConfig, ContinuousBatcherConfig, PlatformConfig, PoolConfig
 from .profiles import RooflineServiceTime
 from .rng import stream
@@ -67,6 +74,11 @@ __all__ = [
     "vllm_validation",
     "knee_rate_per_s",
     "kv_tokens_held",
+    "A100_REPORTED_MEMORY_BYTES",
+    "V0_MAX_PADDINGS",
+    "profiled_kv_tokens",
+    "vllm_launches",
+    "prefill_groups",
 ]
 
 #: The measurements' columns and what they mean.
@@ -379,6 +391,14 @@ def knee_rate_per_s(
     return float(over.min()) if len(over) else math.nan
 
 
+def _check_requests(requests: object, columns: list[str]) -> None:
+    if not isinstance(requests, pd.DataFrame):
+        raise TypeError(f"requests must be a DataFrame with the columns {columns}, got {_kind(requests)}")
+    missing = [c for c in columns if c not in requests.columns]
+    if missing:
+        raise ValueError(f"requests lacks the columns {missing}")
+
+
 def kv_tokens_held(requests: pd.DataFrame, *, step_s: float = 0.1) -> pd.Series:
     """The KV-cache tokens a server held over time, reconstructed from its requests' times alone.
 
@@ -389,12 +409,7 @@ def kv_tokens_held(requests: pd.DataFrame, *, step_s: float = 0.1) -> pd.Series:
     holding them. Returns the tokens held every ``step_s`` seconds (at most 10**6 points), indexed by
     ``t_s``.
     """
-    columns = ["arrival_s", "ttft_s", "latency_s", "tokens_in", "tokens_out"]
-    if not isinstance(requests, pd.DataFrame):
-        raise TypeError(f"requests must be a DataFrame with the columns {columns}, got {_kind(requests)}")
-    missing = [c for c in columns if c not in requests.columns]
-    if missing:
-        raise ValueError(f"requests lacks the columns {missing}")
+    _check_requests(requests, ["arrival_s", "ttft_s", "latency_s", "tokens_in", "tokens_out"])
     step_s = check_positive("step_s", step_s)
     start = requests["arrival_s"].to_numpy(float) + requests["ttft_s"].to_numpy(float)
     end = requests["arrival_s"].to_numpy(float) + requests["latency_s"].to_numpy(float)
@@ -410,3 +425,101 @@ def kv_tokens_held(requests: pd.DataFrame, *, step_s: float = 0.1) -> pd.Series:
         lo, hi = np.searchsorted(t_s, [begin, finish])
         held[lo:hi] += prompt + 1.0 + pace * (t_s[lo:hi] - begin)
     return pd.Series(held, index=pd.Index(t_s, name="t_s"), name="kv_tokens")
+
+
+# --------------------------------------------------------------------------------------------------
+# Which server was measured
+# --------------------------------------------------------------------------------------------------
+
+#: The memory CUDA reports for an A100-SXM4-80GB (deviceQuery under CUDA 12.1: 84,987,740,160 bytes),
+#: from which vLLM V0 sizes its cache; the engine's hardware table holds the datasheet's 80 GB.
+A100_REPORTED_MEMORY_BYTES = 84_987_740_160
+#: OPT-13B's widths (its config.json): the activations vLLM V0's profiling pass holds per token.
+_OPT13B_HIDDEN, _OPT13B_FFN = 5120, 20480
+#: vLLM V0's default ``max_paddings`` (v0.2.3 ``EngineArgs``): the padding a prefill batch may carry.
+V0_MAX_PADDINGS = 256
+
+#: DistServe's launch script for its vLLM baseline (``evaluation/2-benchmark-serving/2-start-api-server.py``,
+#: LLMServe/DistServe) in the week before the measurements were committed (2024-04-23 16:38 -0700, commit
+#: 20a1633): from which commit (dates +0800), and the flags that changed. ``max_paddings`` is vLLM's default
+#: where the script set none; ``workers_through_ray`` is ``--worker-use-ray``.
+_LAUNCHES: tuple[dict[str, object], ...] = (
+    {"launch": "2024-04-17", "commit": "36306b0", "gpu_memory_utilization": 0.92,
+     "max_batched_tokens": 65536, "max_paddings": V0_MAX_PADDINGS, "workers_through_ray": False},
+    {"launch": "2024-04-20", "commit": "bde5424", "gpu_memory_utilization": 0.95,
+     "max_batched_tokens": 65536, "max_paddings": 524288, "workers_through_ray": True},
+    {"launch": "2024-04-23", "commit": "8f13114", "gpu_memory_utilization": 0.95,
+     "max_batched_tokens": 16384, "max_paddings": 256, "workers_through_ray": True},
+)  # fmt: skip
+
+
+def profiled_kv_tokens(
+    gpu_memory_utilization: float,
+    max_batched_tokens: int,
+    *,
+    block_tokens: int = int(VLLM_SERVER["block_tokens"]),
+) -> int:
+    """The KV cache (tokens, whole blocks) vLLM V0 gives OPT-13B on the measured A100 under these flags.
+
+    vLLM V0 (v0.2.3, ``Worker.profile_num_available_blocks``) runs one profiling pass over
+    ``max_batched_tokens`` prompt tokens, then keeps for the cache ``A100_REPORTED_MEMORY_BYTES x
+    gpu_memory_utilization`` less the peak PyTorch allocated: the weights and the pass's activations. Those
+    are counted at the decoder's peak, inside the MLP, as V0's OPT code keeps them: the token and position
+    embeddings, the layer's input and its residual (4 x hidden) and the MLP's two intermediate tensors
+    (2 x ffn), per token, in fp16. The sampler's sort over the vocabulary, which comes after and can
+    peak higher when ``max_batched_tokens`` is small, is not counted: the result is an upper bound there.
+    """
+    gpu_memory_utilization = check_range("gpu_memory_utilization", gpu_memory_utilization, 1e-6, 1.0)
+    max_batched_tokens = check_int("max_batched_tokens", max_batched_tokens, minimum=1, maximum=1 << 24)
+    block_tokens = check_int("block_tokens", block_tokens, minimum=1, maximum=1 << 20)
+    model = vllm_step_profile().model
+    activation_bytes = max_batched_tokens * (4 * _OPT13B_HIDDEN + 2 * _OPT13B_FFN) * 2
+    free_bytes = A100_REPORTED_MEMORY_BYTES * gpu_memory_utilization - model.weight_bytes - activation_bytes
+    block_bytes = model.kv_bytes_per_token * block_tokens
+    if free_bytes < block_bytes:
+        raise ValueError(
+            f"gpu_memory_utilization={_show(gpu_memory_utilization)} with max_batched_tokens="
+            f"{max_batched_tokens} leaves no block for the KV cache after OPT-13B's weights "
+            f"({model.weight_bytes / 1e9:.1f} GB) and the profiling pass's activations "
+            f"({activation_bytes / 1e9:.1f} GB); vLLM would refuse to start"
+        )
+    return int(free_bytes // block_bytes) * block_tokens
+
+
+def vllm_launches() -> pd.DataFrame:
+    """The launches of ``_LAUNCHES``, indexed by ``launch`` (the day it began, +0800), with ``commit``,
+    ``gpu_memory_utilization``, ``max_batched_tokens``, ``max_paddings``, ``workers_through_ray`` and
+    ``kv_tokens``: the cache vLLM V0 sizes for it (``profiled_kv_tokens``). The last is the script as
+    published, whose flags ``VLLM_SERVER`` replays."""
+    frame = pd.DataFrame(list(_LAUNCHES)).set_index("launch")
+    frame["kv_tokens"] = [
+        profiled_kv_tokens(row.gpu_memory_utilization, row.max_batched_tokens) for row in frame.itertuples()
+    ]
+    return frame
+
+
+def prefill_groups(requests: pd.DataFrame, *, tolerance_s: float = 0.002) -> pd.DataFrame:
+    """The requests whose first tokens came out together: vLLM V0 prefilled them in one iteration.
+
+    ``requests`` has ``arrival_s``, ``ttft_s`` and ``tokens_in`` (one measured experiment). First tokens
+    less than ``tolerance_s`` apart share an iteration (a server stamps a batch's within a millisecond;
+    its iterations are tens of milliseconds apart). One row per group of two or more, in time order:
+    ``first_token_s``, ``prompts``, ``longest_prompt`` and ``padding_tokens``, what V0 padded the batch
+    with (each prompt to the longest: ``prompts x longest - sum``), which its ``max_paddings`` bounds.
+    """
+    _check_requests(requests, ["arrival_s", "ttft_s", "tokens_in"])
+    tolerance_s = check_positive("tolerance_s", tolerance_s)
+    first = (requests["arrival_s"] + requests["ttft_s"]).to_numpy(float)
+    order = np.argsort(first, kind="stable")
+    first, prompts = first[order], requests["tokens_in"].to_numpy(np.int64)[order]
+    group = np.cumsum(np.diff(first, prepend=-np.inf) > tolerance_s)
+    frame = pd.DataFrame({"group": group, "first_token_s": first, "prompt": prompts})
+    out = frame.groupby("group").agg(
+        first_token_s=("first_token_s", "min"),
+        prompts=("prompt", "size"),
+        longest_prompt=("prompt", "max"),
+        prompt_tokens=("prompt", "sum"),
+    )
+    out = out[out["prompts"] >= 2].reset_index(drop=True)
+    out["padding_tokens"] = out["prompts"] * out["longest_prompt"] - out.pop("prompt_tokens")
+    return out
