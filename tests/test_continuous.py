@@ -574,6 +574,98 @@ def test_a_preempted_request_does_not_take_back_the_room_made_for_the_decodes(en
     assert result.iterations["prefill_tokens"].sum() < 31 + 273 + 2 * 273
 
 
+# -- vLLM V0's padded prefills, a stated KV cache ---------------------------------------------------------
+
+
+def prefill_runs(result) -> pd.DataFrame:
+    runs = result.iterations
+    return runs[runs["prefill_tokens"] > 0]
+
+
+@pytest.mark.parametrize(
+    ("max_paddings", "together"), [(0, False), (199, False), (200, True), (10**6, True), (None, True)]
+)
+def test_padding_splits_or_pads_a_prefill_iteration(max_paddings, together, engine):
+    # 300 and 500 tokens waiting together: padded to 2 x 500 the pass holds 200 tokens of padding
+    config = lone(schedule="prefill_first", max_paddings=max_paddings)
+    arrivals = make_arrivals([0.0, 0.0], tokens_in=[300, 500], tokens_out=[20, 20])
+    result = simulate(arrivals, config, seed=0)
+    prefills = prefill_runs(result)
+    durations = (prefills["end_s"] - prefills["start_s"]).to_numpy()
+    if not together:  # the second prompt waits for an iteration of its own
+        assert prefills["prefill_tokens"].tolist() == [300, 500]
+        assert durations[0] == pytest.approx(STEP.step_time_s(300, 0, 300), rel=1e-12)
+        assert result.log["model_start_s"].iat[1] == prefills["start_s"].iat[1] > 0.0
+    else:  # one pass; padded, it computes (and reads) 2 x 500 tokens
+        assert prefills["prefill_tokens"].tolist() == [800]
+        tokens = 800 if max_paddings is None else 1000
+        assert durations[0] == pytest.approx(STEP.step_time_s(tokens, 0, tokens), rel=1e-12)
+        assert (result.log["first_token_s"] == prefills["end_s"].iat[0]).all()
+    assert STEP.step_time_s(1000, 0, 1000) > STEP.step_time_s(800, 0, 800) * (1 + 1e-6)  # it shows
+
+
+@pytest.mark.parametrize("max_paddings", [0, 256, 10**6, None])
+def test_a_padded_iteration_never_computes_more_than_the_token_budget(max_paddings, engine):
+    # Bursts of prompts of a few very different lengths on a roomy cache (no preemption): a request's
+    # prompt is prefilled whole in the iteration it starts, so the log's requests starting together
+    # are the prompts of one prefill iteration.
+    budget = 2048
+    config = lone(
+        max_num_seqs=64, max_batched_tokens=budget, schedule="prefill_first", max_paddings=max_paddings
+    )
+    rng = np.random.default_rng(4)
+    n = 400
+    arrivals = make_arrivals(
+        np.repeat(np.arange(n // 20) * 0.5, 20),
+        tokens_in=rng.choice([10, 64, 100, 300, 333, 512, 1000, 1499], n),
+        tokens_out=rng.integers(1, 40, n),
+    )
+    result = simulate(arrivals, config, seed=0)
+    log = result.log
+    assert (log["outcome"] == "completed").all() and log["preemptions"].sum() == 0
+    groups = log.groupby("model_start_s")["tokens_in"].agg(["count", "max", "sum"])
+    prefills = prefill_runs(result).set_index("start_s", drop=False)
+    assert len(groups) == len(prefills)
+    np.testing.assert_array_equal(groups["sum"], prefills.loc[groups.index, "prefill_tokens"])
+    width = groups["count"] * groups["max"]
+    durations = (prefills["end_s"] - prefills["start_s"]).loc[groups.index].to_numpy()
+    assert (groups["count"] > 1).any()  # some iterations hold several prompts
+    if max_paddings is None:  # the pass computes the prompts' sum, padded it would exceed the budget
+        assert (width > budget).any()
+        computed = groups["sum"]
+    else:
+        assert (width <= budget).all()
+        assert (width - groups["sum"] <= max_paddings).all()
+        assert (width > groups["sum"]).any() == (max_paddings > 0)  # padded where allowed
+        computed = width
+    np.testing.assert_allclose(durations, STEP.step_time_s(computed, 0, computed), rtol=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["decode_first", "prefill_first"])
+def test_a_stated_kv_cache_is_the_cache_the_engine_uses(schedule, engine):
+    # 40 blocks of 16 tokens (a watermark of int(0.4) = 0): 640 tokens, whatever the GPU memory leaves
+    blocks, block_tokens = 40, 16
+    config = ContinuousBatcherConfig(
+        max_num_seqs=8, schedule=schedule, kv_cache_blocks=blocks, block_tokens=block_tokens
+    )
+    pool = PoolConfig(1, STEP, config)
+    assert pool.batcher.kv_blocks(STEP) == blocks
+    assert ContinuousBatcherConfig(block_tokens=block_tokens).kv_blocks(STEP) > 100 * blocks  # it binds
+    assert token_limit(pool) == blocks * block_tokens == 640
+    arrivals = make_arrivals(
+        np.arange(12) * 0.01,
+        tokens_in=[600, 601] + [150] * 10,
+        tokens_out=[40, 40] + [200] * 10,
+    )
+    result = finishes(lambda: simulate(arrivals, PlatformConfig(pool, network_hop_s=0.0), seed=0))
+    assert result.kv_capacity_tokens == {"main": 640}
+    log = result.log
+    assert log["outcome"].tolist() == ["completed", "rejected"] + ["completed"] * 10
+    assert log["reject_reason"].iat[1] == "too_long"
+    assert result.iterations["kv_tokens"].max() <= 640
+    assert log["preemptions"].sum() > 0  # five of these at once do not fit 640 tokens
+
+
 @pytest.mark.parametrize("service", [STEP, ExponentialStepTime(0.1)], ids=["steps", "memoryless"])
 def test_an_empty_prompt_is_answered_or_refused_by_name(service, engine):
     config = PlatformConfig(PoolConfig(1, service, ContinuousBatcherConfig()), network_hop_s=0.0)
@@ -601,7 +693,6 @@ def union_s(starts: np.ndarray, ends: np.ndarray) -> float:
         STEP,
         pytest.param(
             ExponentialStepTime(0.05),
-
         ),
     ],
     ids=["steps", "memoryless"],
@@ -699,11 +790,46 @@ def test_littles_law_holds_on_a_long_deterministic_run(kv_tokens, engine):
         ({"gpu_memory_utilization": "0.9"}, (TypeError, ValueError), "gpu_memory_utilization"),
         ({"schedule": "fcfs"}, ValueError, "schedule"),
         ({"schedule": None}, (TypeError, ValueError), "schedule"),
+        ({"schedule": "prefill_first", "max_paddings": -1}, ValueError, "max_paddings"),
+        ({"schedule": "prefill_first", "max_paddings": "x"}, TypeError, "max_paddings"),
+        ({"schedule": "prefill_first", "max_paddings": 2.0}, TypeError, "max_paddings"),
+        ({"schedule": "prefill_first", "max_paddings": True}, TypeError, "max_paddings"),
+        ({"max_paddings": 256}, ValueError, "max_paddings.*prefill_first"),
+        ({"schedule": "decode_first", "max_paddings": 0}, ValueError, "max_paddings.*prefill_first"),
+        (
+            {"schedule": "prefill_first", "max_paddings": 0, "prefix_caching": True},
+            ValueError,
+            "max_paddings.*prefix_caching",
+        ),
+        ({"kv_cache_blocks": 0}, ValueError, "kv_cache_blocks"),
+        ({"kv_cache_blocks": -5}, ValueError, "kv_cache_blocks"),
+        ({"kv_cache_blocks": 10.5}, TypeError, "kv_cache_blocks"),
+        ({"kv_cache_blocks": "100"}, TypeError, "kv_cache_blocks"),
     ],
 )
 def test_bad_continuous_batcher_fields_are_refused_by_name(kwargs, error, names):
     with pytest.raises(error, match=names):
         ContinuousBatcherConfig(**kwargs)
+
+
+def test_padding_and_a_stated_cache_are_allowed_where_they_apply():
+    config = ContinuousBatcherConfig(schedule="prefill_first", max_paddings=0, kv_cache_blocks=1)
+    assert (config.max_paddings, config.kv_blocks(STEP)) == (0, 1)
+    assert PoolConfig(1, STEP, config).batcher is config
+
+
+def test_a_stated_kv_cache_needs_step_time_replicas():
+    # an ExponentialStepTime states its capacity in tokens itself
+    with pytest.raises(ValueError, match="kv_cache_blocks"):
+        PoolConfig(1, ExponentialStepTime(0.05), ContinuousBatcherConfig(kv_cache_blocks=100))
+
+
+def test_a_stated_kv_cache_must_fit_beside_the_weights():
+    room = STEP.memory_bytes - STEP.model.weight_bytes
+    fits = int(room // (16 * STEP.model.kv_bytes_per_token))
+    assert ContinuousBatcherConfig(kv_cache_blocks=fits).kv_blocks(STEP) == fits
+    with pytest.raises(ValueError, match=f"kv_cache_blocks={fits + 1} .* do not fit"):
+        PoolConfig(1, STEP, ContinuousBatcherConfig(kv_cache_blocks=fits + 1))
 
 
 def test_gpu_memory_utilization_of_one_is_allowed():

@@ -167,6 +167,70 @@ def test_long_poisson_runs_match(schedule, replicas, kv_tokens, rate_per_s):
         assert len(tables.preemptions) > 0  # the case it is meant to be
 
 
+def room_tokens(step: StepTimeModel) -> int:
+    """The most KV tokens the GPUs hold beside the weights: the largest cache one may state."""
+    return int((step.memory_bytes - step.model.weight_bytes) // step.model.kv_bytes_per_token)
+
+
+@st.composite
+def padded_platforms(draw: st.DrawFn) -> PlatformConfig:
+    """vLLM V0's padded prefills (``max_paddings``), on caches sized in memory or stated in blocks."""
+    step = draw(st.sampled_from(STEPS))
+    seqs = draw(st.sampled_from([1, 2, 3, 5, 8, 64, 256]))
+    block_tokens = draw(st.sampled_from([1, 16, 32]))
+    kv_tokens = draw(st.sampled_from([300, 1000, 3000, 12_000, 10**6]))  # small ones preempt
+    stated = draw(st.booleans())
+    batcher = ContinuousBatcherConfig(
+        max_num_seqs=seqs,
+        max_batched_tokens=draw(st.integers(seqs, max(seqs, 4096))),
+        block_tokens=block_tokens,
+        gpu_memory_utilization=0.9 if stated else min(utilization_for(step, kv_tokens), 1.0),
+        schedule="prefill_first",
+        max_paddings=draw(st.sampled_from([0, 1, 16, 256, 2000, 10**6])),
+        kv_cache_blocks=max(min(kv_tokens, room_tokens(step)) // block_tokens, 1) if stated else None,
+    )
+    return PlatformConfig(
+        PoolConfig(draw(st.integers(1, 5)), step, batcher), network_hop_s=draw(st.sampled_from([0.0, 0.02]))
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(padded_platforms(), workloads(), st.none() | st.floats(0.5, 60.0))
+def test_the_loop_pads_prefills_as_simpy_does(config, arrivals, horizon_s):
+    assert_same_run(arrivals, config, horizon_s)
+
+
+@pytest.mark.parametrize("max_paddings", [0, 256, 10**6])
+@pytest.mark.parametrize("kv_cache_blocks", [None, 150], ids=["roomy", "preempting"])
+def test_padded_prefills_match(max_paddings, kv_cache_blocks):
+    """Prompts of very different lengths, so that padding splits iterations (0, 256) or pads them (a
+    large budget); a stated cache of 150 blocks of 16 tokens preempts often."""
+    step = STEPS[2]
+    rng = np.random.default_rng(5)
+    count = 1500
+    arrivals = make_arrivals(
+        np.cumsum(rng.exponential(1.0 / 25.0, count)),
+        tokens_in=rng.integers(20, 1500, count),
+        tokens_out=rng.integers(20, 300, count),
+    )
+
+    def config(paddings: int | None) -> PlatformConfig:
+        batcher = ContinuousBatcherConfig(
+            max_num_seqs=32, max_batched_tokens=4096, schedule="prefill_first", max_paddings=paddings,
+            kv_cache_blocks=kv_cache_blocks,
+        )  # fmt: skip
+        return PlatformConfig(PoolConfig(2, step, batcher), network_hop_s=0.0)
+
+    assert_same_run(arrivals, config(max_paddings))
+    assert_same_run(arrivals, config(max_paddings), horizon_s=float(arrivals["t_s"].iloc[count // 2]))
+    _, padded = play(arrivals, config(max_paddings), None, True)
+    _, unpadded = play(arrivals, config(None), None, True)
+    assert not padded.iterations.equals(unpadded.iterations)  # the padding changes the run
+    if kv_cache_blocks is not None:
+        assert padded.kv_capacity_tokens == {"main": kv_cache_blocks * 16}
+        assert len(padded.preemptions) > 0  # the case it is meant to be
+
+
 def test_the_progress_bar_changes_nothing():
     rng = np.random.default_rng(3)
     arrivals = make_arrivals(

@@ -190,14 +190,44 @@ def test_profiled_kv_tokens_refuses_bad_flags(args, error, words):
 
 
 def test_the_launches_of_that_week_end_with_the_published_script():
-    from scaleplay.measured import VLLM_SERVER, profiled_kv_tokens, vllm_launches
+    from scaleplay.measured import profiled_kv_tokens, vllm_launches
 
     launches = vllm_launches()
     assert list(launches.index) == sorted(launches.index) and len(launches) == 3
-    last = launches.iloc[-1]
-    assert last["gpu_memory_utilization"] == VLLM_SERVER["gpu_memory_utilization"]
-    assert last["max_batched_tokens"] == VLLM_SERVER["max_batched_tokens"]
+    last = launches.iloc[-1]  # DistServe's published flags (evaluation/2-benchmark-serving)
+    assert (last["gpu_memory_utilization"], last["max_batched_tokens"]) == (0.95, 16384)
     for row in launches.itertuples():
         assert row.kv_tokens == profiled_kv_tokens(row.gpu_memory_utilization, row.max_batched_tokens)
     # one launch lifted the padding limit, and only it
     assert (launches["max_paddings"] > 256).sum() == 1
+
+
+def test_the_clocks_file_is_the_source_clocks():
+    # read from the source .exp files' perf_counter stamps (data/serving/README.md)
+    path = resources.files("scaleplay") / "data" / "serving" / "vllm_opt13b_a100_sharegpt_clocks.csv"
+    clocks = pd.read_csv(path).set_index(["requests", "rate_per_s"])
+    assert sorted(clocks.index) == sorted(vllm_experiments().index)
+    durations = clocks["last_done_clock_s"] - clocks["first_sent_clock_s"]
+    frame = load_vllm_measurements()
+    for key, duration in durations.items():
+        mine = frame[(frame["requests"] == key[0]) & (frame["rate_per_s"] == key[1])]
+        # the file's times start at each experiment's first request: the same span
+        assert duration == pytest.approx((mine["arrival_s"] + mine["latency_s"]).max(), abs=1e-3), key
+
+
+def test_each_experiment_ran_on_the_launch_its_clock_and_padding_point_to():
+    from scaleplay.measured import experiment_launches, vllm_launches
+
+    runs = experiment_launches()
+    assert sorted(runs.index) == sorted(vllm_experiments().index)
+    assert runs["started_s"].is_monotonic_increasing and runs["started_s"].iloc[0] == 0.0
+    sweep = runs[runs["server"] == 1]
+    # 1, 1.5, 2.5, 3, 3.5 and 4 req/s back to back on one server: the calibration and the knee share it
+    assert sorted(r for _, r in sweep.index) == [1.0, 1.5, 2.5, 3.0, 3.5, 4.0]
+    assert (sweep["gap_s"].dropna() < 150).all()
+    assert sweep["gap_s"].max() == pytest.approx(129.5, abs=0.1)  # where its own 2 req/s run was
+    assert (runs["gap_s"].iloc[len(sweep)] / 60) == pytest.approx(77.2, abs=0.1)
+    assert set(sweep["launch"]) == {"2024-04-17"}
+    assert set(runs.loc[runs["server"] > 1, "launch"]) == {"2024-04-20"}
+    limits = vllm_launches()["max_paddings"]
+    assert (runs["largest_padding"] <= limits[runs["launch"]].to_numpy()).all()

@@ -4,6 +4,8 @@ calibrated on the 1 req/s experiment only, it must predict mean TTFT, TPOT and e
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,14 +15,18 @@ from scaleplay.config import ContinuousBatcherConfig
 from scaleplay.measured import (
     CALIBRATED,
     CALIBRATION_EXPERIMENT,
+    CALIBRATION_TARGETS,
     VLLM_SERVER,
     calibrate_vllm_step,
+    experiment_launches,
     knee_rate_per_s,
     kv_tokens_held,
     replay_arrivals,
+    replay_experiment,
     static_platform,
     token_times,
     vllm_experiments,
+    vllm_launches,
     vllm_platform,
     vllm_step_profile,
     vllm_validation,
@@ -56,19 +62,30 @@ def test_opt_13b_is_counted_from_its_config():
     assert spec.kv_bytes_per_token == 2 * 40 * 40 * 128 * 2
 
 
-def test_the_platform_is_the_measured_server():
+def test_the_platform_is_the_measured_server_under_the_calibration_experiments_launch():
     config = vllm_platform(vllm_step_profile())
     pool = config.pool
+    assert experiment_launches().loc[CALIBRATION_EXPERIMENT, "launch"] == "2024-04-17"
     assert pool.replicas == 1 and pool.continuous and config.network_hop_s == 0.0
     assert pool.batcher == ContinuousBatcherConfig(
-        max_num_seqs=1024, max_batched_tokens=16384, block_tokens=16, gpu_memory_utilization=0.95,
-        schedule="prefill_first",
+        max_num_seqs=1024, max_batched_tokens=65536, block_tokens=16, schedule="prefill_first",
+        max_paddings=256, kv_cache_blocks=54224 // 16,
     )  # fmt: skip
     assert pool.service.model.name == "OPT-13B" and pool.service.tensor_parallel == 1
-    # every measured request fits a prefill and the longest sequence OPT-13B allows
+    assert vllm_platform(vllm_step_profile(), kv_tokens=50_000).pool.batcher.kv_cache_blocks == 3125
+    # every measured request fits a prefill and the longest sequence OPT-13B allows, under every launch
     frame = measured.load_vllm_measurements()
-    assert frame["tokens_in"].max() <= VLLM_SERVER["max_batched_tokens"]
+    assert frame["tokens_in"].max() <= vllm_launches()["max_batched_tokens"].min()
     assert (frame["tokens_in"] + frame["tokens_out"]).max() <= VLLM_SERVER["max_model_len_tokens"]
+
+
+def test_each_experiment_is_replayed_under_its_launch(table):
+    launches = vllm_launches()
+    for key, row in table.iterrows():
+        assert row["launch"] == experiment_launches().loc[key, "launch"]
+        batcher = vllm_platform(vllm_step_profile(), launch=row["launch"]).pool.batcher
+        assert batcher.max_paddings == launches.loc[row["launch"], "max_paddings"]
+        assert batcher.kv_cache_blocks * 16 == launches.loc[row["launch"], "kv_tokens"]
 
 
 def test_the_calibration_reads_the_1_req_per_s_experiment_only(monkeypatch):
@@ -90,16 +107,32 @@ def test_the_calibration_reads_the_1_req_per_s_experiment_only(monkeypatch):
 def test_the_calibration_fits_two_efficiencies_and_nothing_else(calibration):
     start = vllm_step_profile()
     assert tuple(calibration.fitted) == CALIBRATED == ("compute_efficiency", "bandwidth_efficiency")
+    assert CALIBRATION_TARGETS == ("ttft_s", "tpot_pooled_s")
     assert calibration.start == {name: getattr(start, name) for name in CALIBRATED}
     for name in FITTED_COEFFICIENTS:
         if name not in CALIBRATED:
             assert getattr(calibration.step, name) == getattr(start, name), name
     assert all(0 < value <= 1 for value in calibration.fitted.values())
     assert calibration.fitted != calibration.start  # the shipped profile is not vLLM's
-    # the two fitted means are matched; the latency, not fitted, is a check
-    for name in ("ttft_s", "tpot_s"):
+    # the two fitted numbers are matched; the mean TPOT and the latency, not fitted, are checks
+    for name in CALIBRATION_TARGETS:
         assert calibration.simulated[name] == pytest.approx(calibration.measured[name], rel=0.01), name
-    assert calibration.simulated["latency_s"] == pytest.approx(calibration.measured["latency_s"], rel=0.05)
+    for name in ("tpot_s", "latency_s"):
+        assert calibration.simulated[name] == pytest.approx(calibration.measured[name], rel=0.05), name
+
+
+def test_the_pooled_tpot_is_smooth_where_the_mean_tpot_jumps():
+    # why the calibration matches the pooled TPOT (measured.CALIBRATION_TARGETS): across a 0.4-point
+    # sweep of the bandwidth efficiency the mean TPOT of 1 req/s jumps; the pooled one falls steadily
+    start = vllm_step_profile()
+    means, pooled = [], []
+    for efficiency in np.linspace(0.530, 0.538, 5):
+        step = dataclasses.replace(start, compute_efficiency=0.55, bandwidth_efficiency=float(efficiency))
+        times = replay_experiment(step, *CALIBRATION_EXPERIMENT)
+        means.append(times["tpot_s"].mean())
+        pooled.append((times["latency_s"] - times["ttft_s"]).sum() / (times["tokens_out"] - 1).sum())
+    assert np.all(np.diff(pooled) < 0)
+    assert np.max(np.abs(np.diff(means))) > 10 * np.max(np.abs(np.diff(pooled)))
 
 
 def test_the_calibration_is_deterministic(calibration):
@@ -117,14 +150,11 @@ def test_the_table_has_every_experiment_in_rate_order(table):
 
 
 # At 3 req/s the measured server is at the onset of its knee: its mean TTFT (0.46 s) is driven by its
-# last quarter of requests, when its KV cache is full. The engine's cache, from vLLM's flags, is larger than
-# the measured server's (whose occupancy tops out near 56k tokens at 3 to 4 req/s), so it fills later;
-# the 1 req/s run never fills it and cannot calibrate it. Even the cache vLLM sizes itself under the launch
-# the measurements point to (measured.vllm_launches, 54k tokens) leaves the TTFT 29% short
-# (book/simulator.md, "Against a real vLLM server" and "Which server was measured").
-KNOWN_MISSES = {
-    ((300, 3.0), "ttft"): "KV cache larger than the measured server's: the knee's onset comes late"
-}
+# last quarter of requests, when its KV cache is full. When the cache fills depends on how long requests
+# hold it, so on the decode speed to a percent: the engine decodes that run 3% fast and misses the TTFT by
+# about 30%; 3% slower, it is within a few percent (test_the_miss_at_3_per_s_is_a_few_percent_of_decode_
+# speed; book/simulator.md, "Against a real vLLM server").
+KNOWN_MISSES = {((300, 3.0), "ttft"): "the knee's onset: a 3% faster decode fills the KV cache seconds later"}
 
 
 def _cases():
@@ -157,19 +187,34 @@ def test_the_static_batcher_is_far_off(table):
 
 
 def test_a_smaller_cache_brings_the_knee_earlier(calibration):
-    # the diagnosis of the miss at 3 req/s: the mean TTFT there grows as the KV cache shrinks
+    # the mean TTFT at 3 req/s grows as the KV cache shrinks
     at_3 = [
-        vllm_validation(calibration.step, gpu_memory_utilization=u).loc[(300, 3.0), "simulated_ttft_s"]
-        for u in (0.95, 0.9, 0.86)
+        replay_experiment(calibration.step, 300, 3.0, kv_tokens=kv)["ttft_s"].mean()
+        for kv in (64_704, 54_224, 52_000)
     ]
     assert at_3 == sorted(at_3) and at_3[-1] > 2 * at_3[0]
+
+
+def test_the_miss_at_3_per_s_is_a_few_percent_of_decode_speed(calibration, table):
+    # the diagnosis of the miss: the engine decodes the 3 req/s run a few percent fast; a decode 3% slower
+    # (the bandwidth efficiency, which times it, x 0.97) matches that run's TPOT and latency within 2%, and
+    # then its TTFT is within 25% too
+    measured_means = vllm_experiments().loc[(300, 3.0)]
+    assert table.loc[(300, 3.0), "ttft_error"] < -BOUND
+    assert table.loc[(300, 3.0), "latency_error"] < -0.03
+    step = calibration.step
+    slower = dataclasses.replace(step, bandwidth_efficiency=0.97 * step.bandwidth_efficiency)
+    times = replay_experiment(slower, 300, 3.0)
+    for name in ("tpot", "latency"):
+        assert abs(times[f"{name}_s"].mean() / measured_means[f"{name}_s"] - 1) < 0.02, name
+    assert abs(times["ttft_s"].mean() / measured_means["ttft_s"] - 1) < BOUND
 
 
 def test_token_times_follow_distserve():
     config = vllm_platform(vllm_step_profile())
     log = simulate(replay_arrivals(100, 1.0), config, seed=0).log
     times = token_times(log)
-    assert len(times) == 100 and list(times.columns) == ["ttft_s", "tpot_s", "latency_s"]
+    assert len(times) == 100 and list(times.columns) == ["ttft_s", "tpot_s", "latency_s", "tokens_out"]
     expected = (log["latency_s"] - log["ttft_s"]) / (log["tokens_out"] - 1)
     np.testing.assert_allclose(times["tpot_s"], expected)
     np.testing.assert_allclose(times["tpot_s"], log["tpot_s"])  # the log's own, with no network hop
@@ -179,8 +224,11 @@ def test_token_times_follow_distserve():
     ("call", "error", "words"),
     [
         (lambda: vllm_platform("A100"), TypeError, ["step", "StepTimeModel", "'A100'"]),
-        (lambda: vllm_platform(vllm_step_profile(), gpu_memory_utilization=1.5), ValueError,
-         ["gpu_memory_utilization", "1.5"]),
+        (lambda: vllm_platform(vllm_step_profile(), launch="2024-05-01"), ValueError,
+         ["launch", "2024-04-17", "'2024-05-01'"]),
+        (lambda: vllm_platform(vllm_step_profile(), kv_tokens=8), ValueError, ["kv_tokens", "8"]),
+        (lambda: replay_experiment(vllm_step_profile(), 300, 3.5), ValueError, ["(300, 3.5)"]),
+        (lambda: replay_experiment("step", 300, 3.0), TypeError, ["step", "'step'"]),
         (lambda: static_platform(None), TypeError, ["step", "None"]),
         (lambda: static_platform(vllm_step_profile(), max_batch_size=0), ValueError, ["max_batch_size", "0"]),
         (lambda: calibrate_vllm_step(rate_per_s=3.0), ValueError, ["measured experiment", "(100, 3.0)"]),

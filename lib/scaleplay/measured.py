@@ -10,27 +10,31 @@ time per output token and end-to-end latency (what a simulation is scored on).
 measured arrival times and token counts, one class, priority 0, and a difficulty drawn uniformly from
 the stream ``"measured.difficulty"`` (the measurements record none).
 
-The rest replays the experiments through the engine and scores it (``book/simulator.md``, "Against a
-real vLLM server"):
-
-- ``vllm_platform(step)``: the measured server as a ``PlatformConfig``: one replica batching
-  continuously with the settings DistServe launched vLLM with (``VLLM_SERVER``), no network hop.
-  ``static_platform(step)``: the same GPU behind the static batcher, for contrast.
-- ``calibrate_vllm_step()``: starts from the shipped A100 step profile (``steptime.load_step_profile``)
-  and fits ``CALIBRATED`` (its two efficiencies) so that the simulated mean TTFT and mean TPOT of one
-  experiment (1 req/s) equal the measured ones. Nothing else is fitted, and no other experiment is read.
-- ``vllm_validation(step)``: one row per experiment: measured and simulated mean TTFT, TPOT and
-  latency with their relative errors, and the static batcher's mean latency beside them.
-- ``knee_rate_per_s(table, column)``: the lowest rate whose mean TTFT passes a threshold.
-- ``kv_tokens_held(requests)``: the KV cache a server held over time, reconstructed from its requests'
-  times: how full the measured server's cache got.
-
 Which server was measured (the measurements do not record vLLM's flags):
 
 - ``vllm_launches()``: the three ways DistServe's script launched vLLM in the week before the
   measurements were committed, each with the KV cache vLLM V0 sizes for it (``profiled_kv_tokens``).
 - ``prefill_groups(requests)``: the requests whose first tokens came out in the same instant, which vLLM V0
   prefilled in one iteration, and the padding each such batch carried: the trace of ``max_paddings``.
+- ``experiment_launches()``: which launch each experiment ran on, from the client's clock (which
+  experiments ran back to back on one server) and the padding.
+
+The rest replays the experiments through the engine and scores it (``book/simulator.md``, "Against a
+real vLLM server"):
+
+- ``vllm_platform(step, launch=...)``: the measured server under one launch as a ``PlatformConfig``: one
+  replica batching continuously with ``VLLM_SERVER``'s settings and the launch's flags, padding and KV
+  cache, no network hop; ``replay_experiment(step, requests, rate_per_s)`` replays one experiment under
+  the launch it ran on. ``static_platform(step)``: the same GPU behind the static batcher, for contrast.
+- ``calibrate_vllm_step()``: starts from the shipped A100 step profile (``steptime.load_step_profile``)
+  and fits ``CALIBRATED`` (its two efficiencies) so that the simulated mean TTFT and pooled TPOT
+  (``CALIBRATION_TARGETS``) of one experiment (1 req/s) equal the measured ones. Nothing else is fitted,
+  and no other experiment is read.
+- ``vllm_validation(step)``: one row per experiment: its launch, measured and simulated mean TTFT, TPOT
+  and latency with their relative errors, and the static batcher's mean latency beside them.
+- ``knee_rate_per_s(table, column)``: the lowest rate whose mean TTFT passes a threshold.
+- ``kv_tokens_held(requests)``: the KV cache a server held over time, reconstructed from its requests'
+  times: how full the measured server's cache got.
 
 TPOT is DistServe's: ``(latency - TTFT) / (tokens_out - 1)`` per request, then the mean.
 
@@ -41,6 +45,7 @@ TPOT is DistServe's: ``(latency - TTFT) / (tokens_out - 1)`` per request, then t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -71,6 +76,8 @@ __all__ = [
     "token_times",
     "VllmCalibration",
     "calibrate_vllm_step",
+    "CALIBRATION_TARGETS",
+    "replay_experiment",
     "vllm_validation",
     "knee_rate_per_s",
     "kv_tokens_held",
@@ -78,6 +85,7 @@ __all__ = [
     "V0_MAX_PADDINGS",
     "profiled_kv_tokens",
     "vllm_launches",
+    "experiment_launches",
     "prefill_groups",
 ]
 
@@ -153,11 +161,10 @@ def replay_arrivals(requests: int, rate_per_s: float, *, seed: int = 0) -> pd.Da
 # The measured server, replayed
 # --------------------------------------------------------------------------------------------------
 
-#: The server that was measured. The flags are those DistServe launched its vLLM baseline with
-#: (``evaluation/2-benchmark-serving/2-start-api-server.py``, LLMServe/DistServe at e2d4dca,
-#: 2024-06-06: ``--block-size 16 --gpu-memory-utilization 0.95 --max-num-batched-tokens 16384
-#: --max-num-seqs 1024 --dtype half -tp 1``); vLLM of that time (V0) ran whole prompts first, without
-#: chunked prefill (``"prefill_first"``). OPT-13B holds at most 2,048 tokens a sequence.
+#: The server that was measured, as every launch of it had it: OPT-13B (fp16) on one A100-80GB, vLLM V0
+#: (v0.2.3: whole prompts first, no chunked prefill: ``"prefill_first"``), ``--block-size 16
+#: --max-num-seqs 1024 -tp 1``. OPT-13B holds at most 2,048 tokens a sequence. The flags that changed
+#: from launch to launch are in ``vllm_launches()``.
 VLLM_SERVER: dict[str, object] = {
     "hardware": "A100 80GB SXM",
     "model": "OPT-13B",
@@ -165,8 +172,6 @@ VLLM_SERVER: dict[str, object] = {
     "tensor_parallel": 1,
     "step_profile": "a100-80gb",
     "block_tokens": 16,
-    "gpu_memory_utilization": 0.95,
-    "max_batched_tokens": 16384,
     "max_num_seqs": 1024,
     "schedule": "prefill_first",
     "max_model_len_tokens": 2048,
@@ -192,18 +197,32 @@ def _check_step(step: object) -> StepTimeModel:
 
 
 def vllm_platform(
-    step: StepTimeModel, *, gpu_memory_utilization: float = float(VLLM_SERVER["gpu_memory_utilization"])
+    step: StepTimeModel, *, launch: str | None = None, kv_tokens: int | None = None
 ) -> PlatformConfig:
-    """The measured server: one replica timed by ``step``, batching continuously with ``VLLM_SERVER``'s
-    settings (``gpu_memory_utilization`` may be changed, to see what the KV cache's size does), and no
-    network hop (the measurements' client ran beside the server)."""
+    """The measured server under one of its launches (``vllm_launches()``; by default the one the
+    calibration experiment ran on, ``experiment_launches()``): one replica timed by ``step``, batching
+    continuously with ``VLLM_SERVER``'s settings and the launch's ``max_batched_tokens`` and
+    ``max_paddings``, its KV cache the ``kv_tokens`` vLLM V0 sizes for the launch (or ``kv_tokens``, to
+    see what the cache's size does), and no network hop (the measurements' client ran beside the server).
+    ``--worker-use-ray`` is not modelled."""
     step = _check_step(step)
+    launches = vllm_launches()
+    if launch is None:
+        launch = str(_experiment_launches().loc[CALIBRATION_EXPERIMENT, "launch"])
+    if launch not in launches.index:
+        raise ValueError(f"launch must be one of {list(launches.index)}, got {_show(launch)}")
+    flags = launches.loc[launch]
+    block_tokens = int(VLLM_SERVER["block_tokens"])
+    if kv_tokens is None:
+        kv_tokens = int(flags["kv_tokens"])
+    kv_tokens = check_int("kv_tokens", kv_tokens, minimum=block_tokens, maximum=1 << 30)
     batcher = ContinuousBatcherConfig(
         max_num_seqs=int(VLLM_SERVER["max_num_seqs"]),
-        max_batched_tokens=int(VLLM_SERVER["max_batched_tokens"]),
-        block_tokens=int(VLLM_SERVER["block_tokens"]),
-        gpu_memory_utilization=gpu_memory_utilization,
+        max_batched_tokens=int(flags["max_batched_tokens"]),
+        block_tokens=block_tokens,
         schedule=str(VLLM_SERVER["schedule"]),
+        max_paddings=int(flags["max_paddings"]),
+        kv_cache_blocks=kv_tokens // block_tokens,
     )
     return PlatformConfig(pool=PoolConfig(1, step, batcher), network_hop_s=0.0)
 
@@ -234,7 +253,8 @@ def static_platform(step: StepTimeModel, *, max_batch_size: int | None = None) -
 
 def token_times(log: pd.DataFrame) -> pd.DataFrame:
     """Each completed request's ``ttft_s``, ``tpot_s`` (DistServe's: ``(latency_s - ttft_s) /
-    (tokens_out - 1)``) and ``latency_s``, from a RequestLog of a continuous-batching run."""
+    (tokens_out - 1)``), ``latency_s`` and ``tokens_out``, from a RequestLog of a continuous-batching
+    run."""
     if not isinstance(log, pd.DataFrame):
         raise TypeError(f"log must be a RequestLog (a DataFrame), got {_kind(log)}")
     missing = [c for c in ("ttft_s", "latency_s", "tokens_out", "outcome") if c not in log.columns]
@@ -248,7 +268,10 @@ def token_times(log: pd.DataFrame) -> pd.DataFrame:
     later_tokens = done["tokens_out"].to_numpy(float) - 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
         tpot = np.where(later_tokens >= 1, (latency - ttft) / later_tokens, np.nan)
-    return pd.DataFrame({"ttft_s": ttft, "tpot_s": tpot, "latency_s": latency}, index=done.index)
+    return pd.DataFrame(
+        {"ttft_s": ttft, "tpot_s": tpot, "latency_s": latency, "tokens_out": done["tokens_out"].to_numpy()},
+        index=done.index,
+    )
 
 
 def _experiment_key(requests: object, rate_per_s: object) -> tuple[int, float]:
@@ -260,7 +283,31 @@ def _experiment_key(requests: object, rate_per_s: object) -> tuple[int, float]:
 
 
 def _means(frame: pd.DataFrame) -> dict[str, float]:
-    return {name: float(frame[name].mean()) for name in ("ttft_s", "tpot_s", "latency_s")}
+    """Mean ``ttft_s``, ``tpot_s`` and ``latency_s``, and ``tpot_pooled_s``: every request's time after
+    its first token over all their tokens after the first."""
+    means = {name: float(frame[name].mean()) for name in ("ttft_s", "tpot_s", "latency_s")}
+    later_tokens = frame["tokens_out"].to_numpy(float) - 1.0
+    decode_s = (frame["latency_s"] - frame["ttft_s"]).to_numpy(float)
+    means["tpot_pooled_s"] = float(decode_s.sum() / later_tokens.sum())
+    return means
+
+
+def replay_experiment(
+    step: StepTimeModel,
+    requests: int,
+    rate_per_s: float,
+    *,
+    kv_tokens: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One measured experiment replayed on ``vllm_platform(step)`` under the launch it ran on
+    (``experiment_launches()``), its KV cache ``kv_tokens`` if given: the ``token_times`` of its
+    requests."""
+    step = _check_step(step)
+    key = _experiment_key(requests, rate_per_s)
+    launch = str(_experiment_launches().loc[key, "launch"])
+    config = vllm_platform(step, launch=launch, kv_tokens=kv_tokens)
+    return token_times(simulate(replay_arrivals(*key, seed=seed), config, seed=seed).log)
 
 
 @dataclass(frozen=True)
@@ -269,8 +316,8 @@ class VllmCalibration:
 
     ``step`` is the calibrated model; ``fitted`` and ``start`` hold the ``CALIBRATED`` coefficients
     after and before; ``experiment`` is the (requests, rate_per_s) it read; ``measured`` and
-    ``simulated`` the mean ``ttft_s``, ``tpot_s`` and ``latency_s`` of that experiment (the first two
-    are fitted, the latency is a check); ``simulations`` the runs the fit took.
+    ``simulated`` that experiment's ``_means`` (``ttft_s`` and ``tpot_pooled_s`` are fitted, the others
+    are checks); ``simulations`` the runs the fit took.
     """
 
     step: StepTimeModel
@@ -280,6 +327,14 @@ class VllmCalibration:
     measured: dict[str, float]
     simulated: dict[str, float]
     simulations: int
+
+
+#: What the calibration matches: the mean TTFT (the prefill, compute-bound) and the pooled TPOT (the
+#: decode, memory-bound). Not the mean TPOT: a request of 2 or 3 tokens whose second token waits behind
+#: another's prefill has a TPOT ten times the others', so the mean of 100 jumps by several percent as an
+#: efficiency moves by a fraction of one; the pooled TPOT weighs each request by its tokens and moves
+#: smoothly.
+CALIBRATION_TARGETS: tuple[str, ...] = ("ttft_s", "tpot_pooled_s")
 
 
 def calibrate_vllm_step(
@@ -292,16 +347,16 @@ def calibrate_vllm_step(
     """Fit ``step``'s two efficiencies (``CALIBRATED``) on one measured experiment.
 
     ``step`` (default ``vllm_step_profile()``) gives the start and every other coefficient. The
-    experiment (default 100 requests at 1 req/s) is replayed on ``vllm_platform``; Nelder-Mead
-    (``scipy.optimize.minimize``, from the start, a fixed simplex) minimises the squared logarithms of
-    simulated over measured mean TTFT and mean TPOT. The prefill (hence TTFT) is compute-bound and the
-    decode step (hence TPOT) memory-bound, so each efficiency has its own number to match. Deterministic:
-    the same arguments give the same fit.
+    experiment (default 100 requests at 1 req/s) is replayed under the launch it ran on
+    (``replay_experiment``); Nelder-Mead (``scipy.optimize.minimize``, from the start, a fixed simplex)
+    minimises the squared logarithms of simulated over measured ``CALIBRATION_TARGETS``. The prefill
+    (hence TTFT) is compute-bound and the decode step (hence TPOT) memory-bound, so each efficiency has
+    its own number to match. Deterministic: the same arguments give the same fit.
     """
     step = vllm_step_profile() if step is None else _check_step(step)
     key = _experiment_key(requests, rate_per_s)
-    arrivals = replay_arrivals(*key, seed=seed)
-    measured = {name: float(vllm_experiments().loc[key, name]) for name in ("ttft_s", "tpot_s", "latency_s")}
+    frame = load_vllm_measurements()
+    measured = _means(frame[(frame["requests"] == key[0]) & (frame["rate_per_s"] == key[1])])
     start = np.array([getattr(step, name) for name in CALIBRATED])
     runs = 0
 
@@ -311,13 +366,13 @@ def calibrate_vllm_step(
     def replay(x: np.ndarray) -> dict[str, float]:
         nonlocal runs
         runs += 1
-        return _means(token_times(simulate(arrivals, vllm_platform(model(x)), seed=seed).log))
+        return _means(replay_experiment(model(x), *key, seed=seed))
 
     def loss(x: np.ndarray) -> float:
         if not np.all((x > 0) & (x <= 1)):  # an efficiency is a fraction of the peak
             return 1e6 * (1.0 + float(np.abs(x - np.clip(x, 1e-6, 1.0)).sum()))
         simulated = replay(x)
-        return sum(math.log(simulated[n] / measured[n]) ** 2 for n in ("ttft_s", "tpot_s"))
+        return sum(math.log(simulated[n] / measured[n]) ** 2 for n in CALIBRATION_TARGETS)
 
     simplex = np.array([start, start * [0.9, 1.0], start * [1.0, 0.9]])
     result = optimize.minimize(
@@ -340,28 +395,27 @@ def vllm_validation(
     step: StepTimeModel,
     *,
     seed: int = 0,
-    gpu_memory_utilization: float = float(VLLM_SERVER["gpu_memory_utilization"]),
     static_max_batch_size: int | None = None,
 ) -> pd.DataFrame:
-    """Every measured experiment replayed on ``vllm_platform(step)`` and ``static_platform(step)``.
+    """Every measured experiment replayed under the launch it ran on (``replay_experiment``) and on
+    ``static_platform(step)``.
 
-    One row per experiment, indexed by (``requests``, ``rate_per_s``), ordered by rate: the measured and
-    simulated mean ``ttft``, ``tpot`` and ``latency`` (``measured_ttft_s``, ``simulated_ttft_s``,
-    ``ttft_error`` = simulated / measured - 1, and so on), ``completed`` (requests the engine
-    finished), and the static batcher's ``static_latency_s`` and ``static_latency_error`` (it makes no
-    first token, so only its latency). Means are over completed requests.
+    One row per experiment, indexed by (``requests``, ``rate_per_s``), ordered by rate: its ``launch``,
+    the measured and simulated mean ``ttft``, ``tpot`` and ``latency`` (``measured_ttft_s``,
+    ``simulated_ttft_s``, ``ttft_error`` = simulated / measured - 1, and so on), ``completed`` (requests
+    the engine finished), and the static batcher's ``static_latency_s`` and ``static_latency_error`` (it
+    makes no first token, so only its latency). Means are over completed requests.
     """
     step = _check_step(step)
-    continuous = vllm_platform(step, gpu_memory_utilization=gpu_memory_utilization)
     static = static_platform(step, max_batch_size=static_max_batch_size)
+    launches = experiment_launches()["launch"]
     rows = []
     for key, measured in vllm_experiments().iterrows():
-        arrivals = replay_arrivals(*key, seed=seed)
-        times = token_times(simulate(arrivals, continuous, seed=seed).log)
+        times = replay_experiment(step, *key, seed=seed)
         simulated = _means(times)
-        static_log = simulate(arrivals, static, seed=seed).log
+        static_log = simulate(replay_arrivals(*key, seed=seed), static, seed=seed).log
         static_latency_s = float(static_log.loc[static_log["outcome"] == "completed", "latency_s"].mean())
-        row: dict[str, float] = {"requests": key[0], "rate_per_s": key[1]}
+        row: dict[str, object] = {"requests": key[0], "rate_per_s": key[1], "launch": launches[key]}
         for name in ("ttft", "tpot", "latency"):
             row[f"measured_{name}_s"] = float(measured[f"{name}_s"])
             row[f"simulated_{name}_s"] = simulated[f"{name}_s"]
@@ -490,11 +544,78 @@ def vllm_launches() -> pd.DataFrame:
     """The launches of ``_LAUNCHES``, indexed by ``launch`` (the day it began, +0800), with ``commit``,
     ``gpu_memory_utilization``, ``max_batched_tokens``, ``max_paddings``, ``workers_through_ray`` and
     ``kv_tokens``: the cache vLLM V0 sizes for it (``profiled_kv_tokens``). The last is the script as
-    published, whose flags ``VLLM_SERVER`` replays."""
+    published; ``experiment_launches`` says which each experiment ran on."""
     frame = pd.DataFrame(list(_LAUNCHES)).set_index("launch")
     frame["kv_tokens"] = [
         profiled_kv_tokens(row.gpu_memory_utilization, row.max_batched_tokens) for row in frame.itertuples()
     ]
+    return frame
+
+
+_CLOCKS_FILE = "vllm_opt13b_a100_sharegpt_clocks.csv"
+#: Experiments less than this apart ran on one server: the sweep's longest gap (130 s, between 1.5 and
+#: 2.5 req/s) is the length of its 2 req/s run, whose results a later run replaced; vLLM was next
+#: relaunched 77 minutes after the sweep.
+_SAME_SERVER_GAP_S = 150.0
+
+
+def experiment_launches() -> pd.DataFrame:
+    """Which launch (``vllm_launches()``) each experiment ran on, from what the measurements record.
+
+    One row per experiment, in the order they ran, indexed by (``requests``, ``rate_per_s``):
+
+    - ``started_s`` and ``ended_s``: when its first request was sent and its last one done, on the
+      client's clock (``time.perf_counter``, one clock for all eight: the source files keep it; the
+      clocks file beside the measurements), in seconds after the first experiment began;
+    - ``gap_s``: seconds since the experiment before it ended;
+    - ``largest_padding``: the most padding one of its prefill batches carried (``prefill_groups``);
+    - ``server``: experiments less than ``_SAME_SERVER_GAP_S`` apart ran on one server, numbered from 1;
+    - ``launch``: each server's: the padding its batches carried is the trace of its ``max_paddings``
+      (the smallest limit that allows the largest of them: where V0 pads without limit, most batches of
+      two or more prompts pass 256 tokens), and of the launches with that limit the one the clock
+      allows, launches following each other in date order.
+    """
+    return _experiment_launches().copy()
+
+
+@functools.cache
+def _experiment_launches() -> pd.DataFrame:
+    path = resources.files("scaleplay") / "data" / "serving" / _CLOCKS_FILE
+    with resources.as_file(path) as local:
+        clocks = pd.read_csv(local).set_index(["requests", "rate_per_s"])
+    clocks = clocks.sort_values("first_sent_clock_s")
+    origin = float(clocks["first_sent_clock_s"].iloc[0])
+    frame = pd.DataFrame(
+        {
+            "started_s": clocks["first_sent_clock_s"] - origin,
+            "ended_s": clocks["last_done_clock_s"] - origin,
+        }
+    )
+    frame["gap_s"] = frame["started_s"] - frame["ended_s"].shift()
+    largest = {
+        key: int(prefill_groups(group)["padding_tokens"].max())
+        for key, group in load_vllm_measurements().groupby(["requests", "rate_per_s"])
+    }
+    frame["largest_padding"] = [largest[key] for key in frame.index]
+    frame["server"] = (frame["gap_s"].fillna(math.inf) > _SAME_SERVER_GAP_S).cumsum()
+    launches = vllm_launches()
+    order = list(launches.index)  # dates, in order
+    servers = frame.groupby("server")["largest_padding"].max()
+    candidates = {}
+    for server, padding in servers.items():  # the padding is the trace of the limit
+        limit = launches.loc[launches["max_paddings"] >= padding, "max_paddings"].min()
+        candidates[server] = [d for d in order if launches.loc[d, "max_paddings"] == limit]
+    known = {k: c[0] for k, c in candidates.items() if len(c) == 1}
+    launch_of = {}
+    for server, dates in candidates.items():
+        earliest = max((order.index(d) for k, d in known.items() if k < server), default=0)
+        latest = min((order.index(d) for k, d in known.items() if k > server), default=len(order) - 1)
+        fits = [d for d in dates if earliest <= order.index(d) <= latest]
+        if len(fits) != 1:
+            runs = list(frame.index[frame["server"] == server])
+            raise RuntimeError(f"the server of the experiments {runs} may have run any launch of {fits}")
+        launch_of[server] = fits[0]
+    frame["launch"] = frame["server"].map(launch_of)
     return frame
 
 

@@ -103,6 +103,15 @@ class ContinuousBatcherConfig:
     blocks it has computed, ``prefix_block_tokens`` tokens each, named by the arrivals' ``prefix_blocks``
     hashes (``trace.load_mooncake_trace`` gives them, 512 tokens a block); a new request skips the
     prefill of the leading blocks the replica still holds. Off, nothing changes.
+
+    ``max_paddings`` (vLLM V0's flag of that name; ``"prefill_first"`` only, no prefix caching): V0 pads
+    the prompts of a prefill iteration to the longest of them, so the pass computes prompts x longest
+    tokens, the token budget counts them so, and a prompt joins the iteration only while the padding
+    stays within ``max_paddings`` tokens. None (the default) pads nothing.
+
+    ``kv_cache_blocks``: the KV cache's size in blocks when the server states it (vLLM logs ``# GPU
+    blocks`` when it starts, after profiling its activations); None (the default) derives it from
+    ``gpu_memory_utilization`` and the weights.
     """
 
     max_num_seqs: int = 256
@@ -112,6 +121,8 @@ class ContinuousBatcherConfig:
     schedule: str = "decode_first"
     prefix_caching: bool = False
     prefix_block_tokens: int = 512
+    max_paddings: int | None = None
+    kv_cache_blocks: int | None = None
 
     def __post_init__(self) -> None:
         _set(
@@ -143,11 +154,43 @@ class ContinuousBatcherConfig:
             "prefix_block_tokens",
             check_int("prefix_block_tokens", self.prefix_block_tokens, minimum=1, maximum=MAX_TOKENS),
         )
+        if self.max_paddings is not None:
+            _set(
+                self,
+                "max_paddings",
+                check_int("max_paddings", self.max_paddings, minimum=0, maximum=MAX_TOKENS),
+            )
+            if self.schedule != "prefill_first" or self.prefix_caching:
+                raise ValueError(
+                    f"max_paddings={self.max_paddings} pads whole prompts, as vLLM V0 does: it needs "
+                    f"schedule='prefill_first' and no prefix_caching, got schedule={self.schedule!r} and "
+                    f"prefix_caching={self.prefix_caching}"
+                )
+        if self.kv_cache_blocks is not None:
+            _set(
+                self,
+                "kv_cache_blocks",
+                check_int("kv_cache_blocks", self.kv_cache_blocks, minimum=1, maximum=MAX_TOKENS),
+            )
 
     def kv_blocks(self, step: StepTimeModel | SpeculativeStepTime | ExponentialStepTime) -> int:
-        """Blocks of KV cache on ``step``'s GPUs: the memory this batcher may use, less the weights (an
-        ``ExponentialStepTime`` states its capacity; a ``SpeculativeStepTime`` holds the draft's weights
-        and KV too)."""
+        """Blocks of KV cache on ``step``'s GPUs: ``kv_cache_blocks`` when stated, else the memory this
+        batcher may use, less the weights (an ``ExponentialStepTime`` states its capacity; a
+        ``SpeculativeStepTime`` holds the draft's weights and KV too)."""
+        if self.kv_cache_blocks is not None:
+            if not isinstance(step, StepTimeModel):
+                raise ValueError(
+                    f"kv_cache_blocks={self.kv_cache_blocks} states the cache of StepTimeModel replicas; "
+                    f"a {type(step).__name__} sizes its own (leave kv_cache_blocks None)"
+                )
+            cache_bytes = self.kv_cache_blocks * self.block_tokens * step.model.kv_bytes_per_token
+            if cache_bytes + step.model.weight_bytes > step.memory_bytes:
+                raise ValueError(
+                    f"kv_cache_blocks={self.kv_cache_blocks} ({cache_bytes / 1e9:.1f} GB) and "
+                    f"{step.model.name}'s {step.model.weight_bytes / 1e9:.1f} GB of weights do not fit "
+                    f"{step.tensor_parallel} x {step.hardware.name} ({step.memory_bytes / 1e9:.1f} GB)"
+                )
+            return self.kv_cache_blocks
         if isinstance(step, ExponentialStepTime):
             return max(step.kv_capacity_tokens // self.block_tokens, 1)
         if isinstance(step, SpeculativeStepTime):

@@ -9,8 +9,10 @@ vLLM's 1% watermark free); a decoding sequence takes a new block each ``block_to
 when none is left the newest running request is preempted: its blocks are freed and it waits, ahead
 of the line, to recompute its prompt and the tokens it had made. A request whose prompt and answer
 could never fit the cache alone (the watermark kept), or (``"prefill_first"``, where a recompute is
-one iteration) the token budget, is rejected as ``"too_long"`` when a replica takes it. A plain
-platform of one such pool is played by ``sim.fastloop``, a compiled copy of this loop.
+one iteration) the token budget, is rejected as ``"too_long"`` when a replica takes it. With
+``max_paddings`` (vLLM V0), a prefill iteration computes its prompts padded to the longest, and takes a
+prompt only while the padding stays within that limit. A plain platform of one such pool is played by
+``sim.fastloop``, a compiled copy of this loop.
 
 **Why it is fast.** Between two events (a sequence finishes, a request is admitted, the cache fills)
 the decoding batch is fixed, so its iterations form a run whose length is known in advance, and the
@@ -228,6 +230,7 @@ class Scheduler:
         self.max_seqs, self.budget = config.max_num_seqs, config.max_batched_tokens
         self.block_tokens = config.block_tokens
         self.prefill_first = config.schedule == "prefill_first"
+        self.max_paddings = config.max_paddings  # None: prompts are not padded
         self.total_blocks = config.kv_blocks(pool.config.service)
         self.watermark = int(WATERMARK * self.total_blocks)
         # The most tokens one sequence may hold (alone, it must never need preempting); prefilling
@@ -356,6 +359,11 @@ class Scheduler:
         requests = self.requests
         tokens_in, tokens_out, generated = requests.tokens_in, requests.tokens_out, requests.generated
         scheduled = 0
+        padded = self.max_paddings is not None
+        if padded:  # the prompts this iteration holds already: their count, longest and sum
+            prompts = len(self.chunks)
+            longest = max((chunk for _, chunk in self.chunks), default=0)
+            total = sum(chunk for _, chunk in self.chunks)
         while budget > 0 and len(self.decoding) + len(self.prefilling) < self.max_seqs:
             recompute = bool(self.preempted)
             if not recompute and not serving:
@@ -370,7 +378,12 @@ class Scheduler:
             # A recompute starts over; a new request skips the prompt tokens whose KV is already here.
             compute = prompt if recompute else prompt - self.cached_tokens(i)
             need = self.blocks(prompt)
-            if (self.prefill_first and compute > budget) or not self.room_for(need):
+            if padded:  # vLLM V0: the pass computes every prompt padded to the longest
+                width = (prompts + 1) * max(longest, compute)
+                too_big = width > self.budget or width - total - compute > self.max_paddings
+            else:
+                too_big = self.prefill_first and compute > budget
+            if too_big or not self.room_for(need):
                 if recompute:
                     self.preempted.appendleft(i)
                 else:
@@ -383,6 +396,8 @@ class Scheduler:
             self.chunks.append((entry, chunk))
             budget -= chunk
             scheduled += chunk
+            if padded:
+                prompts, longest, total = prompts + 1, max(longest, chunk), total + chunk
             if not recompute:
                 self.start(i)
                 self.prefix.admitted(i)
@@ -464,10 +479,14 @@ class Scheduler:
             return
         context = self.offsets + batch * self.step if decode else 0
         context += sum(entry[2] - entry[1] + chunk for entry, chunk in self.chunks)
+        computed = prefill
+        if self.max_paddings is not None and prefill:  # the padding is computed too
+            computed = len(self.chunks) * max(chunk for _, chunk in self.chunks)
+            context += computed - prefill
         self.state, self.started_s = PREFILL, now
         self.plan_prefill, self.plan_decode = prefill, decode
         self.version += 1
-        duration_s = self.costs.iteration_s(prefill, decode, context)
+        duration_s = self.costs.iteration_s(computed, decode, context)
         self.env.timeout(duration_s, self.version).callbacks.append(self.end)
         if self.late_entry and len(self.decoding) + len(self.prefilling) < self.max_seqs and not line.count:
             self.listen()

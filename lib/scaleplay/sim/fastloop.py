@@ -70,11 +70,11 @@ GLOBALS = 10
 # The event heap (``State.hv``): the heap of slots, each slot's place in it, its scheduling number
 # and kind; slot r < replicas is replica r's event, slot ``replicas`` the feed's.
 HP, HPOS, EV_EID, EV_KIND = range(4)
-# Parameters (``par``).
+# Parameters (``par``; MAX_PADDINGS is -1 when prompts are not padded).
 (
     MAX_SEQS, BUDGET, BLOCK_TOKENS, PREFILL_FIRST, TOTAL_BLOCKS, WATERMARK_BLOCKS, MAX_SEQUENCE_TOKENS,
-    POOL, REPLICAS, N,
-) = range(10)  # fmt: skip
+    MAX_PADDINGS, POOL, REPLICAS, N,
+) = range(11)  # fmt: skip
 # Step costs (``cost``), as ``StepCosts`` holds them.
 COMPUTE_PER_TOKEN, WEIGHTS_S, PER_CONTEXT_S, FIXED_S, PER_TOKEN_S, PER_DECODE_S = range(6)
 # What the loop returns.
@@ -338,6 +338,12 @@ def admit(s, q, rec, par, r, budget, now):  # noqa: ANN001, ANN201
     ri, slots, g = s.ri, s.slots, s.g
     max_seqs, block_tokens = par[MAX_SEQS], par[BLOCK_TOKENS]
     scheduled = 0
+    padded = par[MAX_PADDINGS] >= 0
+    prompts, longest, total = ri[r, CH_N], 0, 0
+    if padded:  # the prompts this iteration holds already: their count, longest and sum
+        for k in range(prompts):
+            longest = max(longest, slots[CH_AMT, r, k])
+            total += slots[CH_AMT, r, k]
     while budget > 0 and ri[r, DC_N] + ri[r, PF_N] < max_seqs:
         recompute = ri[r, PE_LEN] > 0
         if recompute:
@@ -356,7 +362,12 @@ def admit(s, q, rec, par, r, budget, now):  # noqa: ANN001, ANN201
             continue
         compute = prompt if recompute else prompt - q.cached[i]
         need = -(-prompt // block_tokens)
-        if (par[PREFILL_FIRST] and compute > budget) or not room_for(s, par, r, need):
+        if padded:  # vLLM V0: the pass computes every prompt padded to the longest
+            width = (prompts + 1) * max(longest, compute)
+            too_big = width > par[BUDGET] or width - total - compute > par[MAX_PADDINGS]
+        else:
+            too_big = par[PREFILL_FIRST] != 0 and compute > budget
+        if too_big or not room_for(s, par, r, need):
             if recompute:
                 ri[r, PE_START] = (ri[r, PE_START] - 1) % max_seqs
                 slots[PE_BUF, r, ri[r, PE_START]] = i
@@ -375,6 +386,8 @@ def admit(s, q, rec, par, r, budget, now):  # noqa: ANN001, ANN201
         ri[r, PREFILL_BLOCKS] += need
         budget -= chunk
         scheduled += chunk
+        if padded:
+            prompts, longest, total = prompts + 1, max(longest, chunk), total + chunk
         if not recompute:  # Scheduler.start: its row of the batch record
             b = g[BATCHES]
             g[BATCHES] = b + 1
@@ -471,14 +484,20 @@ def plan(s, q, rec, par, cost, r, now):  # noqa: ANN001, ANN201
         listen(s, r)
         return True
     context = ri[r, OFFSETS] + batch * ri[r, STEP] if decode else 0
+    longest = 0
     for k in range(ri[r, CH_N]):
         context += slots[PF_PROMPT, r, k] - slots[PF_LEFT, r, k] + slots[CH_AMT, r, k]
+        longest = max(longest, slots[CH_AMT, r, k])
+    computed = prefill
+    if par[MAX_PADDINGS] >= 0 and prefill:  # the padding is computed too
+        computed = ri[r, CH_N] * longest
+        context += computed - prefill
     ri[r, STATE] = PREFILL
     rf[r, STARTED_S] = now
     ri[r, PLAN_PREFILL] = prefill
     ri[r, PLAN_DECODE] = decode
     ri[r, VERSION] += 1
-    schedule(s, r, now + iteration_s(cost, prefill, decode, float(context)), END)
+    schedule(s, r, now + iteration_s(cost, computed, decode, float(context)), END)
     return True
 
 
@@ -694,7 +713,8 @@ def _setup(platform: Run) -> tuple[State, Columns, Records, np.ndarray, np.ndarr
     par = np.array(
         [
             max_seqs, config.max_batched_tokens, config.block_tokens, int(prefill_first), total_blocks,
-            watermark, max_sequence_tokens, pool.index, replicas, n,
+            watermark, max_sequence_tokens, -1 if config.max_paddings is None else config.max_paddings,
+            pool.index, replicas, n,
         ],
         dtype=np.int64,
     )  # fmt: skip
