@@ -131,6 +131,7 @@ def test_the_pooled_tpot_is_smooth_where_the_mean_tpot_jumps():
         times = replay_experiment(step, *CALIBRATION_EXPERIMENT)
         means.append(times["tpot_s"].mean())
         pooled.append((times["latency_s"] - times["ttft_s"]).sum() / (times["tokens_out"] - 1).sum())
+        assert measured.pooled_tpot_s(times) == pytest.approx(pooled[-1], rel=1e-12)
     assert np.all(np.diff(pooled) < 0)
     assert np.max(np.abs(np.diff(means))) > 10 * np.max(np.abs(np.diff(pooled)))
 
@@ -236,6 +237,8 @@ def test_token_times_follow_distserve():
         (lambda: calibrate_vllm_step("profile"), TypeError, ["step", "'profile'"]),
         (lambda: vllm_validation(1.0), TypeError, ["step", "1.0"]),
         (lambda: token_times("log"), TypeError, ["log", "'log'"]),
+        (lambda: measured.pooled_tpot_s([1.0]), TypeError, ["requests", "tokens_out"]),
+        (lambda: measured.pooled_tpot_s(pd.DataFrame({"ttft_s": [1.0]})), ValueError, ["latency_s"]),
         (lambda: token_times(pd.DataFrame({"latency_s": [1.0]})), ValueError, ["ttft_s", "continuous"]),
         (lambda: knee_rate_per_s([1.0]), TypeError, ["table", "rate_per_s"]),
     ],

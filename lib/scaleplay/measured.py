@@ -78,6 +78,7 @@ __all__ = [
     "calibrate_vllm_step",
     "CALIBRATION_TARGETS",
     "replay_experiment",
+    "pooled_tpot_s",
     "vllm_validation",
     "knee_rate_per_s",
     "kv_tokens_held",
@@ -282,13 +283,19 @@ def _experiment_key(requests: object, rate_per_s: object) -> tuple[int, float]:
     return requests, rate_per_s
 
 
+def pooled_tpot_s(times: pd.DataFrame) -> float:
+    """All requests' time after their first token over all their tokens after the first: the TPOT
+    weighted by tokens. ``times`` has ``ttft_s``, ``latency_s`` and ``tokens_out`` (``token_times`` of a
+    run, or measured requests)."""
+    _check_requests(times, ["ttft_s", "latency_s", "tokens_out"])
+    decode_s = (times["latency_s"] - times["ttft_s"]).to_numpy(float)
+    return float(decode_s.sum() / (times["tokens_out"].to_numpy(float) - 1.0).sum())
+
+
 def _means(frame: pd.DataFrame) -> dict[str, float]:
-    """Mean ``ttft_s``, ``tpot_s`` and ``latency_s``, and ``tpot_pooled_s``: every request's time after
-    its first token over all their tokens after the first."""
+    """Mean ``ttft_s``, ``tpot_s`` and ``latency_s``, and ``tpot_pooled_s`` (``pooled_tpot_s``)."""
     means = {name: float(frame[name].mean()) for name in ("ttft_s", "tpot_s", "latency_s")}
-    later_tokens = frame["tokens_out"].to_numpy(float) - 1.0
-    decode_s = (frame["latency_s"] - frame["ttft_s"]).to_numpy(float)
-    means["tpot_pooled_s"] = float(decode_s.sum() / later_tokens.sum())
+    means["tpot_pooled_s"] = pooled_tpot_s(frame)
     return means
 
 
