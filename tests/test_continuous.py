@@ -6,6 +6,7 @@ bad configs are refused by name."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,8 @@ STEP = StepTimeModel(
 )  # fmt: skip
 #: Two GPUs with a shipped fitted profile: the all-reduce terms too.
 STEP_TP2 = load_step_profile("a100-80gb", "Llama-2-70B", 2)
+#: A fixed cost on every iteration that holds prompt tokens (vLLM V0's, ``measured.calibrate_vllm_step``).
+STEP_PROMPT_COST = dataclasses.replace(STEP, prefill_overhead_s=0.015)
 #: The share of the KV blocks the engine keeps free when admitting (vLLM's watermark).
 WATERMARK = 0.01
 EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -375,7 +378,7 @@ def test_a_fault_mid_answer_retries_and_makes_a_new_first_token():
 
 
 @pytest.mark.parametrize("schedule", ["decode_first", "prefill_first"])
-@pytest.mark.parametrize("step", [STEP, STEP_TP2], ids=["tp1", "tp2"])
+@pytest.mark.parametrize("step", [STEP, STEP_TP2, STEP_PROMPT_COST], ids=["tp1", "tp2", "prompt-cost"])
 @pytest.mark.parametrize(("tokens_in", "tokens_out"), [(1, 1), (700, 1), (37, 300), (2000, 513)])
 def test_a_lone_request_takes_its_prefill_and_decode_steps(schedule, step, tokens_in, tokens_out, engine):
     log = simulate(
@@ -394,6 +397,10 @@ def test_a_lone_request_takes_its_prefill_and_decode_steps(schedule, step, token
     else:
         assert np.isnan(row["tpot_s"])
     assert row["preemptions"] == 0
+    if step is STEP_PROMPT_COST:  # the prompt pass alone pays the fixed cost; the decode steps do not
+        plain = alone_s(STEP, tokens_in, tokens_out)
+        assert prefill_s == pytest.approx(plain[0] + 0.015, rel=1e-12)
+        assert total_s - prefill_s == pytest.approx(plain[1] - plain[0], rel=1e-12)
 
 
 def test_a_decode_run_switches_from_compute_to_memory_bound_as_exactly_as_step_by_step(engine):

@@ -35,11 +35,12 @@ from scaleplay.steptime import ExponentialStepTime, StepTimeModel, load_step_pro
 
 A100 = load_hardware("A100 80GB SXM")
 LLAMA_8B = load_model("Llama-3.1-8B")
-#: One GPU with a per-decode-token cost; the fitted profiles add the tensor-parallel terms.
+#: One GPU with a per-decode-token cost and a fixed cost per prompt pass; the fitted profiles add the
+#: tensor-parallel terms.
 STEPS = (
     StepTimeModel(
         A100, LLAMA_8B, 1, compute_efficiency=0.6, bandwidth_efficiency=0.6, overhead_s=0.005,
-        decode_s_per_token=2e-4,
+        decode_s_per_token=2e-4, prefill_overhead_s=0.003,
     ),
     load_step_profile("a100-80gb", "Llama-2-70B", 2),
     load_step_profile("h100-80gb", "Llama-3.1-8B", 1),

@@ -1,6 +1,7 @@
 """Speculative decoding priced by the step-time model: the expected tokens per step, and where it pays;
 and in the continuous-batching engine (``SpeculativeStepTime``, ``sim.speculative_costs``)."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -92,6 +93,12 @@ def test_bad_inputs_name_the_parameter(kwargs, error, match):
     args = dict(draft_tokens=4, acceptance=0.8, batch=4, context_tokens=100.0) | kwargs
     with pytest.raises(error, match=match):
         time_per_token_s(TARGET, DRAFT, **args)
+
+
+def test_a_prompt_pass_cost_is_refused_under_speculation():
+    costly = dataclasses.replace(DRAFT, prefill_overhead_s=0.01)
+    with pytest.raises(ValueError, match=r"draft.prefill_overhead_s must be 0 .* got 0.01"):
+        time_per_token_s(TARGET, costly, draft_tokens=4, acceptance=0.8, batch=4, context_tokens=100.0)
 
 
 def test_models_must_be_step_time_models():
@@ -255,6 +262,11 @@ def test_runs_keep_their_books_and_repeat(scheduler):
         ({"draft_tokens": 2.0}, TypeError, "draft_tokens"),
         ({"acceptance": 1.01}, ValueError, "acceptance"),
         ({"acceptance": float("nan")}, ValueError, "acceptance"),
+        (
+            {"target": dataclasses.replace(TARGET, prefill_overhead_s=0.01)},
+            ValueError,
+            "target.prefill_overhead_s must be 0 under speculative decoding",
+        ),
         (
             {"target": load_step_profile("h100-80gb", "Llama-3.1-70B", 2), "draft": DRAFT},
             ValueError,

@@ -4,6 +4,7 @@ held-out error on the measured SplitwiseSim steps, bad input, and the shipped pr
 from __future__ import annotations
 
 import csv
+import dataclasses
 import doctest
 import hashlib
 from importlib import resources
@@ -71,6 +72,17 @@ def test_long_prefill_is_compute_bound() -> None:
     expected = step.overhead_s + step.compute_time_s(tokens) + step.comm_time_s(tokens)
     assert step.prefill_time_s(1, tokens) == pytest.approx(expected, rel=1e-12)
     assert step.prefill_time_s(4, 2048) == pytest.approx(step.prefill_time_s(1, 8192), rel=1e-12)
+
+
+def test_prefill_overhead_is_paid_by_iterations_with_prompt_tokens_only() -> None:
+    step = fitted()
+    costly = dataclasses.replace(step, prefill_overhead_s=0.02)
+    assert step.prefill_overhead_s == 0.0  # the fitted profiles have none
+    assert costly.prefill_time_s(2, 500) == pytest.approx(step.prefill_time_s(2, 500) + 0.02, rel=1e-12)
+    assert costly.step_time_s(64, 8, 9000) == pytest.approx(step.step_time_s(64, 8, 9000) + 0.02, rel=1e-12)
+    assert costly.decode_step_time_s(8, 9000) == step.decode_step_time_s(8, 9000)
+    assert costly.step_time_s(0, 0, 0) == 0.0  # no tokens, no iteration
+    assert costly.coefficients == step.coefficients  # not one of the coefficients the fit fits
 
 
 def test_ideal_model_is_the_roofline_ancestor() -> None:
@@ -332,7 +344,8 @@ def test_weights_that_do_not_fit_the_gpus() -> None:
 @pytest.mark.parametrize(
     "field, value",
     [("compute_efficiency", 0.0), ("bandwidth_efficiency", 1.5), ("overhead_s", -0.001),
-     ("comm_latency_s_per_layer", float("nan")), ("decode_s_per_token", 1e9)],
+     ("comm_latency_s_per_layer", float("nan")), ("decode_s_per_token", 1e9),
+     ("prefill_overhead_s", -0.01), ("prefill_overhead_s", float("inf"))],
 )  # fmt: skip
 def test_bad_coefficients(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field) as error:

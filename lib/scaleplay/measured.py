@@ -27,9 +27,10 @@ real vLLM server"):
   cache, no network hop; ``replay_experiment(step, requests, rate_per_s)`` replays one experiment under
   the launch it ran on. ``static_platform(step)``: the same GPU behind the static batcher, for contrast.
 - ``calibrate_vllm_step()``: starts from the shipped A100 step profile (``steptime.load_step_profile``)
-  and fits ``CALIBRATED`` (its two efficiencies) so that the simulated mean TTFT and pooled TPOT
-  (``CALIBRATION_TARGETS``) of one experiment (1 req/s) equal the measured ones. Nothing else is fitted,
-  and no other experiment is read.
+  and fits ``CALIBRATED`` (its two efficiencies and the fixed cost of a prompt pass) so that the
+  simulated mean TTFT, the TTFT's slope over prompt tokens and the pooled TPOT (``CALIBRATION_TARGETS``)
+  of one experiment (1 req/s) equal the measured ones. Nothing else is fitted, and no other experiment
+  is read.
 - ``vllm_validation(step)``: one row per experiment: its launch, measured and simulated mean TTFT, TPOT
   and latency with their relative errors, and the static batcher's mean latency beside them.
 - ``knee_rate_per_s(table, column)``: the lowest rate whose mean TTFT passes a threshold.
@@ -79,6 +80,7 @@ __all__ = [
     "CALIBRATION_TARGETS",
     "replay_experiment",
     "pooled_tpot_s",
+    "ttft_s_per_prompt_token",
     "vllm_validation",
     "knee_rate_per_s",
     "kv_tokens_held",
@@ -178,7 +180,7 @@ VLLM_SERVER: dict[str, object] = {
     "max_model_len_tokens": 2048,
 }
 #: The step-time coefficients ``calibrate_vllm_step`` fits; the others keep the shipped profile's values.
-CALIBRATED: tuple[str, ...] = ("compute_efficiency", "bandwidth_efficiency")
+CALIBRATED: tuple[str, ...] = ("compute_efficiency", "bandwidth_efficiency", "prefill_overhead_s")
 #: The one experiment the calibration reads: (requests, rate_per_s).
 CALIBRATION_EXPERIMENT: tuple[int, float] = (100, 1.0)
 
@@ -269,10 +271,9 @@ def token_times(log: pd.DataFrame) -> pd.DataFrame:
     later_tokens = done["tokens_out"].to_numpy(float) - 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
         tpot = np.where(later_tokens >= 1, (latency - ttft) / later_tokens, np.nan)
-    return pd.DataFrame(
-        {"ttft_s": ttft, "tpot_s": tpot, "latency_s": latency, "tokens_out": done["tokens_out"].to_numpy()},
-        index=done.index,
-    )
+    columns = {"ttft_s": ttft, "tpot_s": tpot, "latency_s": latency}
+    columns |= {name: done[name].to_numpy() for name in ("tokens_in", "tokens_out")}
+    return pd.DataFrame(columns, index=done.index)
 
 
 def _experiment_key(requests: object, rate_per_s: object) -> tuple[int, float]:
@@ -292,10 +293,19 @@ def pooled_tpot_s(times: pd.DataFrame) -> float:
     return float(decode_s.sum() / (times["tokens_out"].to_numpy(float) - 1.0).sum())
 
 
+def ttft_s_per_prompt_token(times: pd.DataFrame) -> float:
+    """The least-squares slope of the requests' TTFT over their prompt tokens: what one more prompt
+    token adds to a first token. ``times`` has ``ttft_s`` and ``tokens_in``."""
+    _check_requests(times, ["ttft_s", "tokens_in"])
+    return float(np.polyfit(times["tokens_in"].to_numpy(float), times["ttft_s"].to_numpy(float), 1)[0])
+
+
 def _means(frame: pd.DataFrame) -> dict[str, float]:
-    """Mean ``ttft_s``, ``tpot_s`` and ``latency_s``, and ``tpot_pooled_s`` (``pooled_tpot_s``)."""
+    """Mean ``ttft_s``, ``tpot_s`` and ``latency_s``, ``tpot_pooled_s`` (``pooled_tpot_s``) and
+    ``ttft_s_per_prompt_token``."""
     means = {name: float(frame[name].mean()) for name in ("ttft_s", "tpot_s", "latency_s")}
     means["tpot_pooled_s"] = pooled_tpot_s(frame)
+    means["ttft_s_per_prompt_token"] = ttft_s_per_prompt_token(frame)
     return means
 
 
@@ -323,8 +333,8 @@ class VllmCalibration:
 
     ``step`` is the calibrated model; ``fitted`` and ``start`` hold the ``CALIBRATED`` coefficients
     after and before; ``experiment`` is the (requests, rate_per_s) it read; ``measured`` and
-    ``simulated`` that experiment's ``_means`` (``ttft_s`` and ``tpot_pooled_s`` are fitted, the others
-    are checks); ``simulations`` the runs the fit took.
+    ``simulated`` that experiment's ``_means`` (``CALIBRATION_TARGETS`` are fitted, the others are
+    checks); ``simulations`` the runs the fit took.
     """
 
     step: StepTimeModel
@@ -336,12 +346,12 @@ class VllmCalibration:
     simulations: int
 
 
-#: What the calibration matches: the mean TTFT (the prefill, compute-bound) and the pooled TPOT (the
-#: decode, memory-bound). Not the mean TPOT: a request of 2 or 3 tokens whose second token waits behind
-#: another's prefill has a TPOT ten times the others', so the mean of 100 jumps by several percent as an
-#: efficiency moves by a fraction of one; the pooled TPOT weighs each request by its tokens and moves
-#: smoothly.
-CALIBRATION_TARGETS: tuple[str, ...] = ("ttft_s", "tpot_pooled_s")
+#: What the calibration matches: the mean TTFT and its slope over prompt tokens (the prefill: its fixed
+#: cost and its compute-bound multiplies) and the pooled TPOT (the decode, memory-bound). Not the mean
+#: TPOT: a request of 2 or 3 tokens whose second token waits behind another's prefill has a TPOT ten
+#: times the others', so the mean of 100 jumps by several percent as an efficiency moves by a fraction
+#: of one; the pooled TPOT weighs each request by its tokens and moves smoothly.
+CALIBRATION_TARGETS: tuple[str, ...] = ("ttft_s", "ttft_s_per_prompt_token", "tpot_pooled_s")
 
 
 def calibrate_vllm_step(
@@ -351,14 +361,16 @@ def calibrate_vllm_step(
     rate_per_s: float = CALIBRATION_EXPERIMENT[1],
     seed: int = 0,
 ) -> VllmCalibration:
-    """Fit ``step``'s two efficiencies (``CALIBRATED``) on one measured experiment.
+    """Fit ``step``'s two efficiencies and its prefill overhead (``CALIBRATED``) on one measured
+    experiment.
 
     ``step`` (default ``vllm_step_profile()``) gives the start and every other coefficient. The
     experiment (default 100 requests at 1 req/s) is replayed under the launch it ran on
     (``replay_experiment``); Nelder-Mead (``scipy.optimize.minimize``, from the start, a fixed simplex)
-    minimises the squared logarithms of simulated over measured ``CALIBRATION_TARGETS``. The prefill
-    (hence TTFT) is compute-bound and the decode step (hence TPOT) memory-bound, so each efficiency has
-    its own number to match. Deterministic: the same arguments give the same fit.
+    minimises the squared logarithms of simulated over measured ``CALIBRATION_TARGETS``. A prompt pass
+    costs a fixed ``prefill_overhead_s`` plus its compute-bound multiplies, so the TTFT's level and its
+    slope over prompt tokens set those two; the decode step (hence TPOT) is memory-bound and sets the
+    bandwidth efficiency. Deterministic: the same arguments give the same fit.
     """
     step = vllm_step_profile() if step is None else _check_step(step)
     key = _experiment_key(requests, rate_per_s)
@@ -375,13 +387,15 @@ def calibrate_vllm_step(
         runs += 1
         return _means(replay_experiment(model(x), *key, seed=seed))
 
+    low, high = np.array([1e-6, 1e-6, 0.0]), np.array([1.0, 1.0, 1.0])
+
     def loss(x: np.ndarray) -> float:
-        if not np.all((x > 0) & (x <= 1)):  # an efficiency is a fraction of the peak
-            return 1e6 * (1.0 + float(np.abs(x - np.clip(x, 1e-6, 1.0)).sum()))
+        if not np.all((x >= low) & (x <= high)):  # an efficiency is a fraction of the peak
+            return 1e6 * (1.0 + float(np.abs(x - np.clip(x, low, high)).sum()))
         simulated = replay(x)
         return sum(math.log(simulated[n] / measured[n]) ** 2 for n in CALIBRATION_TARGETS)
 
-    simplex = np.array([start, start * [0.9, 1.0], start * [1.0, 0.9]])
+    simplex = np.array([start, start * [0.9, 1, 1], start * [1, 0.9, 1], start + [0, 0, 0.01]])
     result = optimize.minimize(
         loss, start, method="Nelder-Mead",
         options={"initial_simplex": simplex, "xatol": 1e-4, "fatol": 1e-10, "maxiter": 400},

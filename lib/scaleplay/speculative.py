@@ -74,6 +74,11 @@ def _check_models(target: object, draft: object) -> None:
     for name, value in (("target", target), ("draft", draft)):
         if not isinstance(value, StepTimeModel):
             raise TypeError(f"{name} must be a StepTimeModel, got {_kind(value)}")
+        if value.prefill_overhead_s:  # a verify pass counts its draft tokens as prompt tokens
+            raise ValueError(
+                f"{name}.prefill_overhead_s must be 0 under speculative decoding, whose verify passes "
+                f"the step model counts as prompt passes; got {_show(value.prefill_overhead_s)}"
+            )
 
 
 def time_per_token_s(

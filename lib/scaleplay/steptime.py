@@ -10,6 +10,7 @@ its attention reads ``context_tokens`` tokens of KV cache in all. ``StepTimeMode
     memory   = (W + k x context_tokens) / (bandwidth x bandwidth_efficiency x TP)
     comm     = L x (comm_latency_s_per_layer x (TP - 1) + comm_s_per_token_layer x n x (TP - 1) / TP)
     step     = overhead_s + max(compute, memory) + comm + decode_s_per_token x decode_tokens
+               + prefill_overhead_s                                   (if prefill_tokens > 0)
 
 with ``P`` the parameters, ``W`` the weight bytes, ``k`` the KV bytes per token of context and ``L``
 the layers. A step with no tokens is no step and takes 0 s.
@@ -31,6 +32,10 @@ Why each term:
 - **decode_s_per_token** is work per running request that neither FLOPs nor bytes count: sampling its
   next token, the attention kernel's per-sequence setup, the scheduler's bookkeeping. Measured decode
   steps grow with the batch far faster than the roofline says; this term is the simplest account.
+- **prefill_overhead_s** is what an iteration holding prompt tokens costs on top: the host-side work
+  of a prompt pass (building its inputs, starting the new requests' outputs). ``fit_step_model`` does
+  not fit it (the measured steps are GPU kernels alone); ``measured.calibrate_vllm_step`` fits it to a
+  real server's first tokens.
 
 Attention FLOPs (quadratic in the prompt) are left out: at the prompts measured they add a few
 percent of the prefill.
@@ -186,10 +191,11 @@ class StepTimeModel:
     """Seconds one iteration of a serving engine takes on ``tensor_parallel`` GPUs (module docstring).
 
     ``compute_efficiency`` and ``bandwidth_efficiency`` are the fractions of the datasheet's dense
-    peak FLOP/s and memory bandwidth that the kernels reach, in [1e-6, 1]; the four times
+    peak FLOP/s and memory bandwidth that the kernels reach, in [1e-6, 1]; the five times
     (``overhead_s`` per iteration, ``comm_latency_s_per_layer`` per layer and extra GPU,
-    ``comm_s_per_token_layer`` per token and layer, ``decode_s_per_token`` per decode token) each lie
-    in [0, ``MAX_COEFFICIENT_S``]. The defaults are the ideal roofline: no overhead, no
+    ``comm_s_per_token_layer`` per token and layer, ``decode_s_per_token`` per decode token,
+    ``prefill_overhead_s`` per iteration holding prompt tokens) each lie in [0,
+    ``MAX_COEFFICIENT_S``]. The defaults are the ideal roofline: no overhead, no
     communication, the peaks reached. ``tensor_parallel`` lies in [1, 4096] and the GPUs must hold
     the weights.
 
@@ -220,6 +226,7 @@ class StepTimeModel:
     comm_s_per_token_layer: float = 0.0
     decode_s_per_token: float = 0.0
     compute_precision: str = "bf16"
+    prefill_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.hardware, Hardware):
@@ -235,7 +242,7 @@ class StepTimeModel:
         )
         for name in ("compute_efficiency", "bandwidth_efficiency"):
             object.__setattr__(self, name, check_range(name, getattr(self, name), _MIN_EFFICIENCY, 1.0))
-        for name in FITTED_COEFFICIENTS[2:]:
+        for name in (*FITTED_COEFFICIENTS[2:], "prefill_overhead_s"):
             value = check_range(name, getattr(self, name), 0.0, MAX_COEFFICIENT_S, unit=" s")
             object.__setattr__(self, name, value)
         if self.model.weight_bytes >= self.memory_bytes:
@@ -264,7 +271,7 @@ class StepTimeModel:
         return {name: getattr(self, name) for name in FITTED_COEFFICIENTS}
 
     def _core(self, prefill: np.ndarray, decode: np.ndarray, context: np.ndarray) -> np.ndarray:
-        return _step_core_s(
+        return self.prefill_overhead_s * (prefill > 0) + _step_core_s(
             np.array([getattr(self, name) for name in FITTED_COEFFICIENTS]),
             prefill,
             decode,

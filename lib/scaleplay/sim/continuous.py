@@ -60,7 +60,10 @@ class StepCosts(DecodeRuns):
     """A ``StepTimeModel``'s terms folded into a few numbers for the hot path (the config checked them):
     ``iteration_s(prefill, decode, context)`` equals ``StepTimeModel.step_time_s`` to rounding."""
 
-    __slots__ = ("compute_per_token", "weights_s", "per_context_s", "fixed_s", "per_token_s", "per_decode_s")
+    __slots__ = (
+        "compute_per_token", "weights_s", "per_context_s", "fixed_s", "per_token_s", "per_decode_s",
+        "prefill_fixed_s",
+    )  # fmt: skip
 
     def __init__(self, step: StepTimeModel) -> None:
         model, hardware, tp = step.model, step.hardware, step.tensor_parallel
@@ -74,6 +77,7 @@ class StepCosts(DecodeRuns):
         self.fixed_s = step.overhead_s + model.layers * step.comm_latency_s_per_layer * ring
         self.per_token_s = model.layers * step.comm_s_per_token_layer * ring / tp
         self.per_decode_s = step.decode_s_per_token
+        self.prefill_fixed_s = step.prefill_overhead_s
 
     def iteration_s(self, prefill: int, decode: int, context: float) -> float:
         """One iteration: ``prefill`` prompt and ``decode`` decode tokens, reading ``context`` KV tokens."""
@@ -85,6 +89,7 @@ class StepCosts(DecodeRuns):
             + (compute if compute > memory else memory)
             + self.per_token_s * tokens
             + self.per_decode_s * decode
+            + (self.prefill_fixed_s if prefill else 0.0)
         )
 
     def decode_run_s(self, batch: int, context: float, steps: int) -> float:

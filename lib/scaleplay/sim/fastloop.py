@@ -76,7 +76,7 @@ HP, HPOS, EV_EID, EV_KIND = range(4)
     MAX_PADDINGS, POOL, REPLICAS, N,
 ) = range(11)  # fmt: skip
 # Step costs (``cost``), as ``StepCosts`` holds them.
-COMPUTE_PER_TOKEN, WEIGHTS_S, PER_CONTEXT_S, FIXED_S, PER_TOKEN_S, PER_DECODE_S = range(6)
+COMPUTE_PER_TOKEN, WEIGHTS_S, PER_CONTEXT_S, FIXED_S, PER_TOKEN_S, PER_DECODE_S, PREFILL_FIXED_S = range(7)
 # What the loop returns.
 DONE, STOPPED, NEED_ROOM, STUCK = range(4)
 
@@ -116,7 +116,7 @@ def iteration_s(cost, prefill, decode, context):  # noqa: ANN001, ANN201 - compi
     memory = cost[WEIGHTS_S] + cost[PER_CONTEXT_S] * context
     return (
         cost[FIXED_S] + (compute if compute > memory else memory) + cost[PER_TOKEN_S] * tokens
-        + cost[PER_DECODE_S] * decode
+        + cost[PER_DECODE_S] * decode + (cost[PREFILL_FIXED_S] if prefill > 0 else 0.0)
     )  # fmt: skip
 
 
@@ -688,7 +688,7 @@ def step_costs(service: StepTimeModel) -> np.ndarray:
     return np.array(
         [
             costs.compute_per_token, costs.weights_s, costs.per_context_s, costs.fixed_s, costs.per_token_s,
-            costs.per_decode_s,
+            costs.per_decode_s, costs.prefill_fixed_s,
         ],
         dtype=np.float64,
     )  # fmt: skip
